@@ -1,0 +1,23 @@
+//! tether_core: the process logic of Tether, in plain Rust with no BEAM types.
+//!
+//! - [`command`]: what to run, as data.
+//! - [`spawn`]: clone + exec with a clean child (signals, descriptors, process group).
+//! - [`reactor`]: the one event-loop thread that owns every child and reports to [`Listener`]s.
+//! - [`registry`]: the live children, for signalling and status queries from other threads.
+//! - [`signal`], [`status`]: names ↔ numbers, wait-status decoding.
+//!
+//! The NIF crate only translates between Erlang terms and these types.
+
+pub mod command;
+pub mod reactor;
+pub mod registry;
+pub mod signal;
+pub mod spawn;
+pub mod status;
+mod sys;
+
+pub use command::{Command, EnvChange};
+pub use reactor::{Listener, Reactor, Stream};
+pub use registry::{NoProcess, State};
+pub use spawn::SpawnError;
+pub use status::ExitStatus;

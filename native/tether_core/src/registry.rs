@@ -1,0 +1,124 @@
+//! The live children, shared between the event loop and callers on other threads (NIF calls).
+//!
+//! The event loop reaps a child while holding this lock and removes its entry in the same
+//! critical section, so a caller that finds an entry here is signalling a process that is alive
+//! or a zombie: its pid (and process group id) cannot have been recycled.
+
+use crate::sys;
+use std::any::Any;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Data the embedding layer attaches to a child (the NIF keeps the BEAM pid there).
+pub type Tag = Arc<dyn Any + Send + Sync>;
+
+/// What `status` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// A stop was asked for; the process has not exited yet.
+    Stopping,
+    /// Stopped by job control (SIGSTOP, SIGTSTP…).
+    Stopped,
+}
+
+/// The os_pid is not a live child of this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoProcess;
+
+pub(crate) struct Entry {
+    pub id: u64,
+    pub pid: libc::pid_t,
+    pub pidfd: RawFd,
+    pub kill_group: bool,
+    pub stopping: bool,
+    pub tag: Tag,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    children: Mutex<HashMap<u32, Entry>>,
+}
+
+impl Registry {
+    /// Poison-tolerant: a panic elsewhere never makes the registry unusable.
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Entry>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `signal` to the child (to its whole process group when it leads one).
+    pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
+        let children = self.lock();
+        let entry = children.get(&os_pid).ok_or(NoProcess)?;
+        let _ = if entry.kill_group {
+            sys::killpg(entry.pid, signal)
+        } else {
+            sys::pidfd_send_signal(entry.pidfd, signal)
+        };
+        Ok(())
+    }
+
+    /// Running, stopping (after a stop request) or stopped (job control).
+    pub fn state(&self, os_pid: u32) -> Result<State, NoProcess> {
+        let children = self.lock();
+        let entry = children.get(&os_pid).ok_or(NoProcess)?;
+        Ok(if entry.stopping {
+            State::Stopping
+        } else if matches!(sys::proc_state(entry.pid), Some(b'T' | b't')) {
+            State::Stopped
+        } else {
+            State::Running
+        })
+    }
+
+    /// Marks the child as stopping and returns its id for the event loop.
+    pub fn begin_stop(&self, os_pid: u32) -> Result<u64, NoProcess> {
+        let mut children = self.lock();
+        let entry = children.get_mut(&os_pid).ok_or(NoProcess)?;
+        entry.stopping = true;
+        Ok(entry.id)
+    }
+
+    /// The os_pids of every live child, ascending.
+    pub fn os_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.lock().keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// The tag attached at spawn.
+    pub fn tag(&self, os_pid: u32) -> Option<Tag> {
+        self.lock().get(&os_pid).map(|e| e.tag.clone())
+    }
+
+    /// Number of live children.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no child is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn insert(&self, os_pid: u32, entry: Entry) {
+        self.lock().insert(os_pid, entry);
+    }
+
+    pub(crate) fn mark_stopping(&self, os_pid: u32) {
+        if let Some(entry) = self.lock().get_mut(&os_pid) {
+            entry.stopping = true;
+        }
+    }
+
+    /// Runs `reap` under the lock; when it returns `Some`, the entry is removed in the same
+    /// critical section.
+    pub(crate) fn remove_if<R>(&self, os_pid: u32, reap: impl FnOnce() -> Option<R>) -> Option<R> {
+        let mut children = self.lock();
+        let reaped = reap()?;
+        children.remove(&os_pid);
+        Some(reaped)
+    }
+}
+

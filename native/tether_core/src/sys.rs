@@ -1,0 +1,190 @@
+//! Thin, checked wrappers over the few syscalls the rest of the crate needs. Every raw result
+//! goes through [`cvt`], so errors are `Errno` values and never ignored by accident.
+
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Turns a `-1` return into the thread's `Errno`.
+pub fn cvt(ret: libc::c_int) -> Result<libc::c_int, Errno> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`cvt`], retrying on `EINTR`.
+pub fn cvt_retry(mut f: impl FnMut() -> libc::c_int) -> Result<libc::c_int, Errno> {
+    loop {
+        match cvt(f()) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Takes ownership of a fresh descriptor, moving it above 2 so that it can never be mistaken for
+/// a standard stream (the VM may run with fd 0, 1 or 2 closed).
+fn own_above_stdio(fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd > 2 {
+        return Ok(owned);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd has no memory effects.
+    let moved = cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: as above, a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// A close-on-exec pipe: `(read end, write end)`. The read end is non-blocking.
+pub fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let read = own_above_stdio(fds[0])?;
+    let write = own_above_stdio(fds[1])?;
+    set_nonblocking(&read)?;
+    if size > 0 {
+        // Best effort: an unprivileged user past the pipe quota keeps the default size.
+        // SAFETY: F_SETPIPE_SZ takes an int and has no memory effects.
+        let _ = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+    }
+    Ok((read, write))
+}
+
+/// Sets `O_NONBLOCK`.
+pub fn set_nonblocking(fd: &OwnedFd) -> Result<(), Errno> {
+    // SAFETY: F_GETFL/F_SETFL on a valid fd have no memory effects.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// `/dev/null`, opened read-write and close-on-exec.
+pub fn open_dev_null() -> Result<OwnedFd, Errno> {
+    // SAFETY: the path is a NUL-terminated literal.
+    let fd = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    own_above_stdio(fd)
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub fn eventfd() -> Result<OwnedFd, Errno> {
+    // SAFETY: eventfd has no memory arguments.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    own_above_stdio(fd)
+}
+
+/// Adds 1 to an eventfd, waking whoever polls it.
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64. A full counter (EAGAIN) still wakes the poller.
+    let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// Resets an eventfd's counter.
+pub fn eventfd_drain(fd: RawFd) {
+    let mut buf: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64.
+    let _ = unsafe { libc::read(fd, (&mut buf as *mut u64).cast(), 8) };
+}
+
+/// Reads into `buf`, retrying on `EINTR`. `Ok(0)` is end of file.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Bytes waiting in a pipe.
+pub fn bytes_available(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    match cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }) {
+        Ok(_) => n.max(0) as usize,
+        Err(_) => 0,
+    }
+}
+
+/// Sends `signal` through a pidfd: never reaches a recycled pid.
+pub fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> Result<(), Errno> {
+    // SAFETY: the syscall takes a pidfd, a signal, a null siginfo and flags 0.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(ret as libc::c_int).map(drop)
+}
+
+/// Sends `signal` to every process of group `pgid`.
+pub fn killpg(pgid: i32, signal: i32) -> Result<(), Errno> {
+    // SAFETY: kill(2) with a negative pid has no memory effects.
+    cvt(unsafe { libc::kill(-pgid, signal) }).map(drop)
+}
+
+/// What `waitid` says of a child, without reaping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitState {
+    Running,
+    /// Exited and waiting to be reaped.
+    Exited,
+    /// Gone and reaped by the kernel (SIGCHLD was ignored): its status is lost.
+    Lost,
+}
+
+/// Whether the child behind `pidfd` has exited, without reaping it.
+pub fn exit_state(pidfd: RawFd) -> ExitState {
+    // SAFETY: siginfo_t is plain data; zeroed is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is a valid siginfo_t to fill.
+    match cvt_retry(|| unsafe { libc::waitid(libc::P_PIDFD, pidfd as _, &mut info, flags) }) {
+        Err(Errno::ECHILD) => ExitState::Lost,
+        Err(_) => ExitState::Running,
+        // SAFETY: si_pid is valid to read after waitid; 0 means "not exited yet".
+        Ok(_) if unsafe { info.si_pid() } == 0 => ExitState::Running,
+        Ok(_) => ExitState::Exited,
+    }
+}
+
+/// Reaps the exited child `pid`, returning its raw wait status and resource usage.
+pub fn reap(pid: libc::pid_t) -> Result<(i32, libc::rusage), Errno> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to an int and an rusage.
+    cvt_retry(|| unsafe { libc::wait4(pid, &mut status, 0, &mut usage) })?;
+    Ok((status, usage))
+}
+
+/// Whether the SIGCHLD disposition is "ignore", which makes the kernel reap children itself and
+/// lose their exit status.
+pub fn sigchld_ignored() -> bool {
+    // SAFETY: sigaction is plain data; zeroed is a valid value.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one.
+    let ret = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut current) };
+    ret == 0 && current.sa_sigaction == libc::SIG_IGN
+}
+
+/// The job-control state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, …).
+pub fn proc_state(pid: libc::pid_t) -> Option<u8> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: the state follows the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
+}

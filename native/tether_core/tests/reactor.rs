@@ -1,0 +1,224 @@
+//! The event loop with real processes and a listener that records events.
+
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tether_core::{Command, EnvChange, ExitStatus, Listener, Reactor, SpawnError, State, Stream};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Spawned(Result<u32, SpawnError>),
+    Output(Stream, Vec<u8>),
+    Exited(Option<ExitStatus>),
+}
+
+struct Recorder(Sender<Event>);
+
+impl Listener for Recorder {
+    fn spawned(&mut self, result: Result<u32, SpawnError>) {
+        let _ = self.0.send(Event::Spawned(result));
+    }
+    fn output(&mut self, stream: Stream, _os_pid: u32, data: &[u8]) {
+        let _ = self.0.send(Event::Output(stream, data.to_vec()));
+    }
+    fn exited(&mut self, _os_pid: u32, status: Option<ExitStatus>) {
+        let _ = self.0.send(Event::Exited(status));
+    }
+}
+
+fn reactor() -> &'static Reactor {
+    static REACTOR: std::sync::OnceLock<Reactor> = std::sync::OnceLock::new();
+    REACTOR.get_or_init(|| Reactor::start().expect("reactor starts"))
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start(command: Command) -> (Result<u32, SpawnError>, Receiver<Event>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    reactor().spawn(command, Box::new(Recorder(tx)), Arc::new(()));
+    match rx.recv_timeout(WAIT).expect("spawn reply") {
+        Event::Spawned(result) => (result, rx),
+        other => panic!("expected Spawned first, got {other:?}"),
+    }
+}
+
+fn sh(script: &str) -> Command {
+    let mut command = Command::new(["/bin/sh", "-c", script]);
+    command.stdout = true;
+    command.stderr = true;
+    command
+}
+
+/// Collects output until the exit event: (stdout, stderr, status).
+fn finish(rx: &Receiver<Event>) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match rx.recv_timeout(WAIT).expect("event") {
+            Event::Output(Stream::Stdout, data) => out.extend(data),
+            Event::Output(Stream::Stderr, data) => err.extend(data),
+            Event::Exited(status) => return (out, err, status),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Whether `pid` is gone (or a zombie waiting for init) within two seconds.
+fn gone(pid: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) if stat.rsplit(')').next().unwrap_or("").starts_with(" Z") => return true,
+            Ok(_) if Instant::now() > deadline => return false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn run(command: Command) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>) {
+    let (result, rx) = start(command);
+    result.expect("spawned");
+    finish(&rx)
+}
+
+#[test]
+fn exit_codes_are_exact() {
+    for code in [0, 1, 3, 255] {
+        let (_, _, status) = run(sh(&format!("exit {code}")));
+        assert_eq!(status, Some(ExitStatus::Exited(code)));
+    }
+}
+
+#[test]
+fn signals_are_exact() {
+    let (_, _, status) = run(sh("kill -9 $$"));
+    assert_eq!(
+        status,
+        Some(ExitStatus::Signaled {
+            signal: 9,
+            core_dumped: false
+        })
+    );
+}
+
+#[test]
+fn output_arrives_whole_and_before_the_exit() {
+    let (out, err, status) = run(sh("seq 1 200000; echo oops >&2"));
+    let expected: String = (1..=200000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out, expected.into_bytes());
+    assert_eq!(err, b"oops\n");
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+}
+
+#[test]
+fn exec_errors_are_reported_at_spawn() {
+    let (result, _) = start(Command::new(["/nonexistent/program"]));
+    assert_eq!(result, Err(SpawnError::Os(nix::errno::Errno::ENOENT)));
+    let (result, _) = start(Command::new(["no-such-program-anywhere"]));
+    assert_eq!(result, Err(SpawnError::Os(nix::errno::Errno::ENOENT)));
+    let not_executable = std::env::temp_dir().join(format!("tether-noexec-{}", std::process::id()));
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let (result, _) = start(Command::new([not_executable.to_str().unwrap()]));
+    std::fs::remove_file(&not_executable).unwrap();
+    assert_eq!(result, Err(SpawnError::Os(nix::errno::Errno::EACCES)));
+    let mut in_missing_dir = Command::new(["true"]);
+    in_missing_dir.cwd = Some(b"/nonexistent-dir".to_vec());
+    let (result, _) = start(in_missing_dir);
+    assert_eq!(result, Err(SpawnError::Os(nix::errno::Errno::ENOENT)));
+}
+
+#[test]
+fn cwd_and_env_are_applied() {
+    let mut command = sh("pwd; echo \"$A-$HOME\"");
+    command.cwd = Some(b"/tmp".to_vec());
+    command.env = vec![
+        EnvChange::Set(b"A".to_vec(), b"x".to_vec()),
+        EnvChange::Unset(b"HOME".to_vec()),
+    ];
+    let (out, _, _) = run(command);
+    assert_eq!(out, b"/tmp\nx-\n");
+}
+
+#[test]
+fn children_start_clean() {
+    // Only fds 0-2, no ignored or blocked signal, own process group.
+    let script = "ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; \
+                  grep -E '^(SigIgn|SigBlk)' /proc/self/status; \
+                  ps -o pgid= -p $$ | tr -d ' '; echo $$";
+    let (out, _, _) = run(sh(script));
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // `ls` itself opens one descriptor for the directory it lists.
+    assert_eq!(lines[0], "0 1 2 3 ");
+    assert_eq!(lines[1], "SigBlk:\t0000000000000000");
+    assert_eq!(lines[2], "SigIgn:\t0000000000000000");
+    assert_eq!(lines[3], lines[4], "the child leads its own group");
+}
+
+#[test]
+fn exit_is_reported_while_a_grandchild_holds_stdout() {
+    let started = Instant::now();
+    let (out, _, status) = run(sh("sleep 3 & echo started"));
+    assert_eq!(out, b"started\n");
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[test]
+fn stop_terms_then_kills_the_group_after_the_timeout() {
+    let mut command = sh("trap '' TERM; sleep 100 & echo $!; wait");
+    command.kill_timeout = Duration::from_millis(300);
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    let grandchild = match rx.recv_timeout(WAIT).unwrap() {
+        Event::Output(Stream::Stdout, data) => String::from_utf8(data).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let grandchild = grandchild.trim();
+    assert_eq!(reactor().registry().state(os_pid), Ok(State::Running));
+    let started = Instant::now();
+    reactor().stop_os_pid(os_pid).unwrap();
+    assert_eq!(reactor().registry().state(os_pid), Ok(State::Stopping));
+    let (_, _, status) = finish(&rx);
+    // The shell ignores TERM; the grandchild `sleep` dies of it, so the shell waits on… SIGKILL.
+    assert_eq!(
+        status,
+        Some(ExitStatus::Signaled {
+            signal: 9,
+            core_dumped: false
+        })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    assert!(gone(grandchild), "grandchild {grandchild} survived the stop");
+    assert_eq!(reactor().stop_os_pid(os_pid), Err(tether_core::NoProcess));
+    assert_eq!(reactor().kill(os_pid, 9), Err(tether_core::NoProcess));
+}
+
+#[test]
+fn kill_reaches_the_group_and_status_sees_job_control() {
+    // Not through `sh -c`: dash vforks, and a leader waiting on a stopped vfork child is in D.
+    let (result, rx) = start(Command::new(["sleep", "100"]));
+    let os_pid = result.unwrap();
+    reactor().kill(os_pid, libc::SIGSTOP).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while reactor().registry().state(os_pid) != Ok(State::Stopped) {
+        assert!(Instant::now() < deadline, "never seen stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reactor().kill(os_pid, libc::SIGKILL).unwrap();
+    let (_, _, status) = finish(&rx);
+    assert_eq!(
+        status,
+        Some(ExitStatus::Signaled {
+            signal: 9,
+            core_dumped: false
+        })
+    );
+}
+
+#[test]
+fn large_output_counts_exactly() {
+    let (out, _, status) = run(sh("head -c 100000000 /dev/zero"));
+    assert_eq!(out.len(), 100_000_000);
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+}
