@@ -1,1 +1,131 @@
+//! The NIF of Tether: decode → call `tether_core` → encode. No process logic lives here.
+//!
+//! Every NIF returns at once (it queues work for the reactor or reads the registry under a short
+//! lock), so all run on normal schedulers. Events reach the BEAM from the reactor thread through
+//! [`listener::BeamListener`].
 
+mod atoms;
+mod handle;
+mod listener;
+mod spec;
+
+use handle::Handle;
+use listener::BeamListener;
+use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
+use std::sync::{Arc, OnceLock};
+use tether_core::{signal, Reactor, State};
+
+static REACTOR: OnceLock<Reactor> = OnceLock::new();
+
+fn reactor() -> &'static Reactor {
+    REACTOR.get().expect("the reactor starts in load")
+}
+
+fn load(_env: Env, _info: Term) -> bool {
+    if REACTOR.get().is_some() {
+        return true;
+    }
+    match Reactor::start() {
+        Ok(reactor) => REACTOR.set(reactor).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Queues a spawn. The reply, `{:tether_spawned, {:ok, os_pid} | {:error, reason}}`, goes to
+/// `process`, which keeps the returned handle: dropping it stops the OS process. The owner is
+/// monitored: when it dies, the OS process is stopped.
+#[rustler::nif]
+fn start(
+    env: Env,
+    spec: spec::Spec,
+    owner: LocalPid,
+    process: LocalPid,
+) -> rustler::NifResult<ResourceArc<Handle>> {
+    let (command, routes) = spec.into_command(process)?;
+    let id = reactor().spawn(
+        command,
+        Box::new(BeamListener::new(routes)),
+        Arc::new(process),
+    );
+    let handle = ResourceArc::new(Handle {
+        id,
+        reactor: reactor().clone(),
+    });
+    if handle.monitor(Some(env), &owner).is_none() {
+        // The owner is already gone: stop the process as soon as it exists.
+        reactor().stop(id);
+    }
+    Ok(handle)
+}
+
+fn no_process(env: Env) -> Term {
+    (atoms::error(), atoms::no_process()).encode(env)
+}
+
+fn ok_or_no_process<T: Encoder>(env: Env, result: Result<T, tether_core::NoProcess>) -> Term {
+    match result {
+        Ok(value) => value.encode(env),
+        Err(_) => no_process(env),
+    }
+}
+
+#[rustler::nif]
+fn stop(env: Env, os_pid: u32) -> Term {
+    let result = reactor().stop_os_pid(os_pid).map(|()| atoms::ok());
+    ok_or_no_process(env, result)
+}
+
+#[rustler::nif]
+fn kill(env: Env, os_pid: u32, signal: i32) -> rustler::NifResult<Term> {
+    if !signal::is_valid(signal) {
+        return Err(rustler::Error::BadArg);
+    }
+    let result = reactor().kill(os_pid, signal).map(|()| atoms::ok());
+    Ok(ok_or_no_process(env, result))
+}
+
+#[rustler::nif]
+fn status(env: Env, os_pid: u32) -> Term {
+    let result = reactor().registry().state(os_pid).map(|state| {
+        let state = match state {
+            State::Running => atoms::running(),
+            State::Stopping => atoms::stopping(),
+            State::Stopped => atoms::stopped(),
+        };
+        (atoms::status(), state)
+    });
+    ok_or_no_process(env, result)
+}
+
+#[rustler::nif]
+fn which() -> Vec<u32> {
+    reactor().registry().os_pids()
+}
+
+#[rustler::nif]
+fn process_of(env: Env, os_pid: u32) -> Term {
+    let pid = reactor()
+        .registry()
+        .tag(os_pid)
+        .and_then(|tag| tag.downcast_ref::<LocalPid>().copied());
+    match pid {
+        Some(pid) => (atoms::ok(), pid).encode(env),
+        None => no_process(env),
+    }
+}
+
+/// Stops every child; `:tether_all_stopped` reaches `reply_to` once none is left.
+#[rustler::nif]
+fn stop_all(reply_to: LocalPid) -> Atom {
+    reactor().stop_all(Box::new(move || {
+        listener::send(&reply_to, |env| atoms::tether_all_stopped().encode(env));
+    }));
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn signal_number(name: String) -> Option<i32> {
+    signal::number(&name)
+}
+
+rustler::init!("Elixir.Tether.Native", load = load);

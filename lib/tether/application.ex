@@ -1,0 +1,37 @@
+defmodule Tether.Application do
+  @moduledoc false
+  # Starts nothing but a supervisor (the native event loop starts when the NIF loads), and on
+  # stop stops every OS process before the VM goes on: SIGTERM to every group at once, then
+  # SIGKILL at each child's kill timeout. It waits for the last exit, not for a fixed time.
+
+  use Application
+  require Logger
+
+  # Children get SIGKILL at their kill_timeout; this only bounds processes stuck in the kernel.
+  @stop_wait_ms 60_000
+
+  @impl true
+  def start(_type, _args) do
+    Supervisor.start_link([], strategy: :one_for_one, name: Tether.Supervisor)
+  end
+
+  @impl true
+  def prep_stop(state) do
+    stop_all_children()
+    state
+  end
+
+  @doc false
+  @spec stop_all_children() :: :ok | :timeout
+  def stop_all_children do
+    :ok = Tether.Native.stop_all(self())
+
+    receive do
+      :tether_all_stopped -> :ok
+    after
+      @stop_wait_ms ->
+        Logger.warning("Tether: children still alive #{@stop_wait_ms} ms after stop")
+        :timeout
+    end
+  end
+end

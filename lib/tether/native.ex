@@ -1,0 +1,30 @@
+defmodule Tether.Native do
+  @moduledoc false
+  # NIF stubs and the loader. Nothing but `Tether` and `Tether.Process` calls these.
+
+  @on_load :load_nif
+
+  @doc false
+  def load_nif do
+    # erts sets SIGCHLD to SIG_IGN, which makes the kernel reap children and lose their exit
+    # status. This documented erts call restores the default; erts's own child helper reaps
+    # its own children, so it is safe.
+    :ok = :os.set_signal(:sigchld, :default)
+
+    case :code.priv_dir(:tether) do
+      {:error, reason} -> {:error, {:priv_dir, reason}}
+      priv -> :erlang.load_nif(:filename.join([priv, ~c"native", ~c"libtether_nif"]), 0)
+    end
+  end
+
+  def start(_spec, _owner, _process), do: err()
+  def stop(_os_pid), do: err()
+  def kill(_os_pid, _signal), do: err()
+  def status(_os_pid), do: err()
+  def which(), do: err()
+  def process_of(_os_pid), do: err()
+  def stop_all(_reply_to), do: err()
+  def signal_number(_name), do: err()
+
+  defp err, do: :erlang.nif_error(:nif_not_loaded)
+end

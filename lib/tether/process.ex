@@ -1,0 +1,97 @@
+defmodule Tether.Process do
+  @moduledoc """
+  The BEAM process that stands for one OS process: the `pid` of `{:ok, pid, os_pid}`.
+
+  It lives exactly as long as the OS process: link to it or monitor it like any process. It
+  exits with reason `:normal` when the OS process exits with status 0, and otherwise with the
+  same reason the `:DOWN` message carries (`{:exit_status, code}`, `{:signal, name, core?}`).
+  It holds the native handle of the OS process: if it is killed, the OS process is stopped.
+
+  Output does not pass through it: the native event loop sends `{:stdout, ...}` messages
+  straight to their destination.
+  """
+
+  @typedoc "The reason a Tether process (and the `:DOWN` message) reports."
+  @type reason ::
+          :normal
+          | {:exit_status, 1..255}
+          | {:signal, atom | pos_integer, boolean}
+          | :unknown
+
+  @doc false
+  @spec start(Tether.Options.spec(), boolean) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
+  def start(spec, link?) do
+    caller = self()
+    ref = make_ref()
+    options = if link?, do: [:link, :monitor], else: [:monitor]
+    {pid, monitor} = :erlang.spawn_opt(fn -> init(caller, ref, spec) end, options)
+
+    receive do
+      {^ref, result} ->
+        Process.demonitor(monitor, [:flush])
+
+        case result do
+          {:ok, os_pid} -> {:ok, pid, os_pid}
+          {:error, reason} -> {:error, reason}
+        end
+
+      {:DOWN, ^monitor, :process, ^pid, _reason} ->
+        {:error, :internal}
+    end
+  end
+
+  defp init(caller, ref, spec) do
+    handle = Tether.Native.start(spec, caller, self())
+
+    receive do
+      {:tether_spawned, {:ok, os_pid}} ->
+        send(caller, {ref, {:ok, os_pid}})
+        loop(os_pid, handle)
+
+      {:tether_spawned, {:error, reason}} ->
+        send(caller, {ref, {:error, reason}})
+    end
+  end
+
+  defp loop(os_pid, handle) do
+    receive do
+      {:tether_exit, ^os_pid, reason} ->
+        exit(reason)
+
+      {:"$tether_os_pid", from, ref} ->
+        send(from, {ref, os_pid})
+        loop(os_pid, handle)
+
+      _other ->
+        loop(os_pid, handle)
+    end
+  end
+
+  @doc """
+  The os_pid of the OS process that `pid` stands for.
+
+      iex> {:ok, pid, os_pid} = Tether.run(["sleep", "10"])
+      iex> Tether.Process.os_pid(pid) == {:ok, os_pid}
+      true
+      iex> Tether.kill(os_pid, :sigkill)
+      :ok
+  """
+  @spec os_pid(pid) :: {:ok, Tether.os_pid()} | {:error, :no_process}
+  def os_pid(pid) when is_pid(pid) do
+    monitor = Process.monitor(pid)
+    send(pid, {:"$tether_os_pid", self(), monitor})
+
+    receive do
+      {^monitor, os_pid} ->
+        Process.demonitor(monitor, [:flush])
+        {:ok, os_pid}
+
+      {:DOWN, ^monitor, :process, ^pid, _} ->
+        {:error, :no_process}
+    after
+      5000 ->
+        Process.demonitor(monitor, [:flush])
+        {:error, :no_process}
+    end
+  end
+end

@@ -1,0 +1,103 @@
+defmodule Mix.Tasks.Compile.TetherNative do
+  @moduledoc """
+  Builds the Rust NIF with cargo and installs it as `priv/native/libtether_nif.so`.
+
+  Lives in `mix.exs` because Tether has no hex dependencies (no `rustler` package). It runs
+  before the Elixir compiler so that `@on_load` never loads a stale library. Cargo's target
+  directory is under `Mix.Project.build_path/0`, so a project that uses Tether as a `path:` or
+  `git:` dependency builds it in its own `_build`.
+  """
+  use Mix.Task.Compiler
+
+  @crate "native/tether_nif"
+  @library "libtether_nif.so"
+
+  @impl true
+  def run(_args) do
+    root = Path.expand(Path.dirname(__ENV__.file))
+    installed = Path.join([Mix.Project.app_path(), "priv", "native", @library])
+
+    if stale?(root, installed) do
+      build(root, installed)
+    else
+      {:noop, []}
+    end
+  end
+
+  defp stale?(root, installed) do
+    sources =
+      Path.wildcard(Path.join(root, "native/**/*.{rs,toml}")) ++
+        Enum.filter([Path.join(root, "Cargo.toml"), Path.join(root, "Cargo.lock")], &File.exists?/1)
+
+    case File.stat(installed, time: :posix) do
+      {:ok, %{mtime: built}} ->
+        Enum.any?(sources, &(File.stat!(&1, time: :posix).mtime > built))
+
+      {:error, _} ->
+        true
+    end
+  end
+
+  defp build(root, installed) do
+    cargo = System.find_executable("cargo") || Mix.raise(no_cargo())
+    target_dir = Path.join(Mix.Project.build_path(), "tether_native")
+    profile = if Mix.env() == :prod, do: "release", else: System.get_env("TETHER_PROFILE", "release")
+
+    args =
+      ["build", "--manifest-path", Path.join(root, @crate <> "/Cargo.toml")] ++
+        ["--target-dir", target_dir] ++ if(profile == "release", do: ["--release"], else: [])
+
+    Mix.shell().info("Compiling the Tether NIF (cargo #{profile})")
+
+    case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream()) do
+      {_, 0} ->
+        install(Path.join([target_dir, profile, @library]), installed)
+        {:ok, []}
+
+      {_, status} ->
+        Mix.raise("cargo build of #{@crate} failed with exit status #{status}")
+    end
+  end
+
+  # Write-then-rename: never overwrite a .so that a running VM has mapped.
+  defp install(built, installed) do
+    File.mkdir_p!(Path.dirname(installed))
+    tmp = installed <> ".tmp#{System.unique_integer([:positive])}"
+    File.cp!(built, tmp)
+    File.rename!(tmp, installed)
+  end
+
+  defp no_cargo do
+    "cargo was not found on PATH. Tether builds its NIF with Rust (1.74 or newer): " <>
+      "install it from https://rustup.rs and run the command again."
+  end
+end
+
+defmodule Tether.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :tether,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      compilers: [:tether_native] ++ Mix.compilers(),
+      elixirc_paths: elixirc_paths(Mix.env()),
+      deps: [],
+      aliases: aliases(),
+      docs: [main: "Tether"]
+    ]
+  end
+
+  def application do
+    [extra_applications: [:logger], mod: {Tether.Application, []}]
+  end
+
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+
+  defp aliases do
+    [demo: "run examples/demo.exs"]
+  end
+end

@@ -1,0 +1,93 @@
+//! Sends a child's events to the BEAM, from the reactor thread.
+//!
+//! Messages to one receiver leave in the order the reactor produces them, so every output
+//! message precedes the `:DOWN` of the same process.
+
+use crate::atoms;
+use crate::spec::Routes;
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, Term};
+use std::cell::RefCell;
+use tether_core::{signal, ExitStatus, Listener, SpawnError, Stream};
+
+thread_local! {
+    /// One message environment for the reactor thread, cleared after every send.
+    static ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
+}
+
+/// Sends one message built by `build` (a dead receiver is not an error).
+pub fn send<F>(to: &LocalPid, build: F)
+where
+    F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+{
+    ENV.with(|env| {
+        let _ = env.borrow_mut().send_and_clear(to, |env| build(env));
+    });
+}
+
+/// `:normal` | `{:exit_status, code}` | `{:signal, name_or_number, core_dumped}` | `:unknown`.
+pub fn encode_reason<'a>(env: Env<'a>, status: Option<ExitStatus>) -> Term<'a> {
+    match status {
+        None => atoms::unknown().encode(env),
+        Some(ExitStatus::Exited(0)) => atoms::normal().encode(env),
+        Some(ExitStatus::Exited(code)) => (atoms::exit_status(), code).encode(env),
+        Some(ExitStatus::Signaled {
+            signal: signum,
+            core_dumped,
+        }) => {
+            let name = signal::name(signum).and_then(|n| Atom::from_str(env, n).ok());
+            match name {
+                Some(name) => (atoms::signal(), name, core_dumped).encode(env),
+                None => (atoms::signal(), signum, core_dumped).encode(env),
+            }
+        }
+    }
+}
+
+pub struct BeamListener {
+    routes: Routes,
+}
+
+impl BeamListener {
+    pub fn new(routes: Routes) -> BeamListener {
+        BeamListener { routes }
+    }
+}
+
+impl Listener for BeamListener {
+    fn spawned(&mut self, result: Result<u32, SpawnError>) {
+        send(&self.routes.process, |env| {
+            let result = match result {
+                Ok(os_pid) => (atoms::ok(), os_pid).encode(env),
+                Err(error) => {
+                    let reason = Atom::from_str(env, &error.name()).unwrap_or(atoms::error());
+                    (atoms::error(), reason).encode(env)
+                }
+            };
+            (atoms::tether_spawned(), result).encode(env)
+        });
+    }
+
+    fn output(&mut self, stream: Stream, os_pid: u32, data: &[u8]) {
+        let (tag, to) = match stream {
+            Stream::Stdout => (atoms::stdout(), self.routes.stdout),
+            Stream::Stderr => (atoms::stderr(), self.routes.stderr),
+        };
+        let Some(to) = to else { return };
+        let mut binary = OwnedBinary::new(data.len());
+        binary.as_mut_slice().copy_from_slice(data);
+        send(&to, move |env| (tag, os_pid, binary.release(env)).encode(env));
+    }
+
+    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>) {
+        let process = self.routes.process;
+        if let Some(monitor) = self.routes.monitor {
+            send(&monitor, |env| {
+                let reason = encode_reason(env, status);
+                (atoms::down(), os_pid, atoms::process(), process, reason).encode(env)
+            });
+        }
+        send(&process, |env| {
+            (atoms::tether_exit(), os_pid, encode_reason(env, status)).encode(env)
+        });
+    }
+}
