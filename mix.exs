@@ -27,7 +27,10 @@ defmodule Mix.Tasks.Compile.TetherNative do
   defp stale?(root, installed) do
     sources =
       Path.wildcard(Path.join(root, "native/**/*.{rs,toml}")) ++
-        Enum.filter([Path.join(root, "Cargo.toml"), Path.join(root, "Cargo.lock")], &File.exists?/1)
+        Enum.filter(
+          [Path.join(root, "Cargo.toml"), Path.join(root, "Cargo.lock")],
+          &File.exists?/1
+        )
 
     case File.stat(installed, time: :posix) do
       {:ok, %{mtime: built}} ->
@@ -41,7 +44,9 @@ defmodule Mix.Tasks.Compile.TetherNative do
   defp build(root, installed) do
     cargo = System.find_executable("cargo") || Mix.raise(no_cargo())
     target_dir = Path.join(Mix.Project.build_path(), "tether_native")
-    profile = if Mix.env() == :prod, do: "release", else: System.get_env("TETHER_PROFILE", "release")
+
+    profile =
+      if Mix.env() == :prod, do: "release", else: System.get_env("TETHER_PROFILE", "release")
 
     args =
       ["build", "--manifest-path", Path.join(root, @crate <> "/Cargo.toml")] ++

@@ -407,7 +407,9 @@ impl EventLoop {
         };
         let fd = child.pipes[index].fd.as_raw_fd();
         match sys::read(fd, &mut self.buffer) {
-            Ok(n) if n > 0 => child.listener.output(stream, child.os_pid, &self.buffer[..n]),
+            Ok(n) if n > 0 => child
+                .listener
+                .output(stream, child.os_pid, &self.buffer[..n]),
             Err(Errno::EAGAIN) => {}
             _ => {
                 // End of file (or a broken pipe): this stream is done.
@@ -432,7 +434,11 @@ impl EventLoop {
                         // The zombie leader still pins the group id: no recycled group is hit.
                         let _ = sys::killpg(pid, libc::SIGKILL);
                     }
-                    Some(sys::reap(pid).ok().map(|(raw, _usage)| ExitStatus::from_raw(raw)))
+                    Some(
+                        sys::reap(pid)
+                            .ok()
+                            .map(|(raw, _usage)| ExitStatus::from_raw(raw)),
+                    )
                 }
             }
         });
@@ -502,4 +508,3 @@ impl EventLoop {
         }
     }
 }
-

@@ -161,7 +161,11 @@ fn exit_is_reported_while_a_grandchild_holds_stdout() {
     let (out, _, status) = run(sh("sleep 3 & echo started"));
     assert_eq!(out, b"started\n");
     assert_eq!(status, Some(ExitStatus::Exited(0)));
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -189,7 +193,10 @@ fn stop_terms_then_kills_the_group_after_the_timeout() {
         })
     );
     assert!(started.elapsed() >= Duration::from_millis(290));
-    assert!(gone(grandchild), "grandchild {grandchild} survived the stop");
+    assert!(
+        gone(grandchild),
+        "grandchild {grandchild} survived the stop"
+    );
     assert_eq!(reactor().stop_os_pid(os_pid), Err(tether_core::NoProcess));
     assert_eq!(reactor().kill(os_pid, 9), Err(tether_core::NoProcess));
 }

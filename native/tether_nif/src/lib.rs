@@ -37,10 +37,11 @@ fn load(_env: Env, _info: Term) -> bool {
 #[rustler::nif]
 fn start(
     env: Env,
-    spec: spec::Spec,
+    spec: Term,
     owner: LocalPid,
     process: LocalPid,
 ) -> rustler::NifResult<ResourceArc<Handle>> {
+    let spec: spec::Spec = spec.decode().map_err(|_| rustler::Error::BadArg)?;
     let (command, routes) = spec.into_command(process)?;
     let id = reactor().spawn(
         command,

@@ -20,7 +20,7 @@ where
     F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
 {
     ENV.with(|env| {
-        let _ = env.borrow_mut().send_and_clear(to, |env| build(env));
+        let _ = env.borrow_mut().send_and_clear(to, build);
     });
 }
 
@@ -75,7 +75,9 @@ impl Listener for BeamListener {
         let Some(to) = to else { return };
         let mut binary = OwnedBinary::new(data.len());
         binary.as_mut_slice().copy_from_slice(data);
-        send(&to, move |env| (tag, os_pid, binary.release(env)).encode(env));
+        send(&to, move |env| {
+            (tag, os_pid, binary.release(env)).encode(env)
+        });
     }
 
     fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>) {

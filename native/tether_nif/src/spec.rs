@@ -41,7 +41,11 @@ impl Spec<'_> {
     pub fn into_command(self, process: LocalPid) -> NifResult<(Command, Routes)> {
         let mut command = Command::new(self.argv.iter().map(|a| a.to_vec()));
         command.executable = self.executable.map(|e| e.to_vec());
-        command.env = self.env.into_iter().map(env_change).collect::<Result<_, _>>()?;
+        command.env = self
+            .env
+            .into_iter()
+            .map(env_change)
+            .collect::<Result<_, _>>()?;
         command.cwd = self.cd.map(|d| d.to_vec());
         command.stdout = self.stdout.is_some();
         command.stderr = self.stderr.is_some();

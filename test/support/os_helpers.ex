@@ -1,0 +1,110 @@
+defmodule Tether.OsHelpers do
+  @moduledoc """
+  What the tests check from outside: whether OS processes exist (read from `/proc`), and the
+  messages a run produces.
+  """
+
+  @doc "Path of a helper script under test/support/scripts."
+  def script(name), do: Path.expand("scripts/#{name}", __DIR__)
+
+  @doc "Whether `os_pid` is alive: present in /proc and not a zombie."
+  def alive?(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} -> stat |> String.split(")") |> List.last() |> String.trim() |> live_state?()
+      {:error, _} -> false
+    end
+  end
+
+  defp live_state?("Z" <> _), do: false
+  defp live_state?("X" <> _), do: false
+  defp live_state?(_), do: true
+
+  @doc "The live pids whose process group is `pgid`."
+  def group_members(pgid) do
+    for entry <- File.ls!("/proc"),
+        Integer.parse(entry) != :error,
+        {:ok, stat} <- [File.read("/proc/#{entry}/stat")],
+        [_, rest] <- [String.split(stat, ") ", parts: 2)],
+        [state, _ppid, group | _] = String.split(rest, " "),
+        state not in ["Z", "X"],
+        String.to_integer(group) == pgid,
+        do: String.to_integer(entry)
+  end
+
+  @doc "Waits up to `timeout` ms for every pid in `pids` to be gone; returns the survivors."
+  def wait_gone(pids, timeout \\ 3000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    do_wait_gone(List.wrap(pids), deadline)
+  end
+
+  defp do_wait_gone(pids, deadline) do
+    case Enum.filter(pids, &alive?/1) do
+      [] ->
+        []
+
+      alive ->
+        if System.monotonic_time(:millisecond) > deadline do
+          alive
+        else
+          Process.sleep(10)
+          do_wait_gone(alive, deadline)
+        end
+    end
+  end
+
+  @doc "Collects `{stream, data}` of `os_pid` until its `:DOWN`; returns `{stdout, stderr, reason}`."
+  def collect(os_pid, timeout \\ 20_000) do
+    do_collect(os_pid, timeout, [], [])
+  end
+
+  defp do_collect(os_pid, timeout, out, err) do
+    receive do
+      {:stdout, ^os_pid, data} ->
+        do_collect(os_pid, timeout, [out | data], err)
+
+      {:stderr, ^os_pid, data} ->
+        do_collect(os_pid, timeout, out, [err | data])
+
+      {:DOWN, ^os_pid, :process, _pid, reason} ->
+        {IO.iodata_to_binary(out), IO.iodata_to_binary(err), reason}
+    after
+      timeout -> raise "no :DOWN for #{os_pid} within #{timeout} ms"
+    end
+  end
+
+  @doc "Receives the first line of stdout of `os_pid` (the helper scripts print a pid or `ready`)."
+  def first_line(os_pid, timeout \\ 10_000) do
+    receive do
+      {:stdout, ^os_pid, data} -> data |> String.split("\n") |> hd()
+    after
+      timeout -> raise "no output from #{os_pid}"
+    end
+  end
+
+  @doc "Number of OS threads of this VM."
+  def thread_count, do: length(File.ls!("/proc/self/task"))
+
+  @doc "Runs `code` in a fresh `elixir` VM that has Tether's code paths; returns `{output, status}`."
+  def run_beam(code, timeout \\ 60_000) do
+    ebin = Path.join(:code.lib_dir(:tether), "ebin")
+
+    task =
+      Task.async(fn -> System.cmd("elixir", ["-pa", ebin, "-e", code], stderr_to_stdout: true) end)
+
+    Task.await(task, timeout)
+  end
+
+  @doc "Polls `fun` every 10 ms until it returns true (true) or `timeout` ms pass (false)."
+  def wait_until(fun, timeout \\ 5000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    do_wait_until(fun, deadline)
+  end
+
+  defp do_wait_until(fun, deadline) do
+    cond do
+      fun.() -> true
+      System.monotonic_time(:millisecond) > deadline -> false
+      true -> Process.sleep(10) && do_wait_until(fun, deadline)
+    end
+  end
+end

@@ -1,0 +1,1 @@
+ExUnit.start(exclude: [:slow_cluster, :stress], capture_log: true)
