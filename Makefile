@@ -1,0 +1,21 @@
+# The two commands of the README. Each installs what is missing first (scripts/setup).
+.PHONY: demo test setup bench ci
+
+setup:
+	@scripts/setup
+
+## The main job: a real process-management demo.
+demo: setup
+	mix run examples/demo.exs
+
+## Every test: cargo tests of the native core, then ExUnit with real processes.
+test: setup
+	cargo test --workspace
+	mix test --include slow_cluster
+
+bench: setup
+	MIX_ENV=prod mix run bench/spawn.exs
+
+## What CI runs (format, lint, warnings, tests).
+ci:
+	bash .ci/run
