@@ -5,7 +5,9 @@ defmodule Mix.Tasks.Compile.TetherNative do
   Lives in `mix.exs` because Tether has no hex dependencies (no `rustler` package). It runs
   before the Elixir compiler so that `@on_load` never loads a stale library. Cargo's target
   directory is under `Mix.Project.build_path/0`, so a project that uses Tether as a `path:` or
-  `git:` dependency builds it in its own `_build`.
+  `git:` dependency builds it in its own `_build`. The library is installed in the app's
+  `priv/native` inside `_build`: the repository has no `priv/` of its own, so Mix makes that a
+  real directory per build rather than a symlink into the shared source tree.
   """
   use Mix.Task.Compiler
 

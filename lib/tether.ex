@@ -151,8 +151,8 @@ defmodule Tether do
   Whether an OS process is `:running`, `:stopping` (after `stop/1`, until it exits) or
   `:stopped` (by job control, e.g. SIGSTOP).
 
-      iex> {:ok, _pid, os_pid} = Tether.run(["sleep", "10"])
-      iex> Tether.status(os_pid)
+      iex> {:ok, _pid, os_pid} = Tether.run("trap '' TERM; echo ready; sleep 10", [:stdout, kill_timeout: 1])
+      iex> receive do {:stdout, ^os_pid, "ready\\n"} -> Tether.status(os_pid) end
       {:status, :running}
       iex> Tether.stop(os_pid)
       :ok

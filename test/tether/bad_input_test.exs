@@ -1,5 +1,6 @@
 defmodule Tether.BadInputTest do
-  use ExUnit.Case, async: true
+  # Compares which_processes/0 before and after: not async.
+  use ExUnit.Case, async: false
 
   test "bad commands raise ArgumentError and spawn nothing" do
     before = Tether.which_processes()

@@ -31,9 +31,10 @@ defmodule Tether.OwnershipTest do
   end
 
   test "a child and its group are stopped when its owner crashes" do
-    {owner, pid, os_pid} = start_in_owner([script("grandchild.sh")], [:stdout])
+    {owner, pid, os_pid} = start_in_owner([script("grandchild.sh")], stdout: self())
+    grandchild = os_pid |> first_line() |> String.to_integer()
     ref = Process.monitor(pid)
-    assert [_, _] = group_members(os_pid)
+    assert Enum.sort(group_members(os_pid)) == Enum.sort([os_pid, grandchild])
     ExUnit.CaptureLog.capture_log(fn -> send(owner, :crash) end)
     assert_receive {:DOWN, ^ref, :process, ^pid, _}, 5000
     assert wait_gone(group_members(os_pid) ++ [os_pid]) == []
