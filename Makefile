@@ -1,12 +1,16 @@
 # The two commands of the README. Each installs what is missing first (scripts/setup).
-.PHONY: demo test setup bench ci
+.PHONY: demo tour test setup bench ci
 
 setup:
 	@scripts/setup
 
-## The main job: a real process-management demo.
+## The main job: a 3-node BEAM cluster started, crashed, restarted and stopped by Tether.
 demo: setup
-	mix run examples/demo.exs
+	mix run examples/cluster.exs
+
+## A tour of the core API with plain processes.
+tour: setup
+	mix run examples/tour.exs
 
 ## Every test: cargo tests of the native core, then ExUnit with real processes.
 test: setup

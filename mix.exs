@@ -98,13 +98,13 @@ defmodule Tether.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger], mod: {Tether.Application, []}]
+    [extra_applications: [:logger, :inets], mod: {Tether.Application, []}]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
 
   defp aliases do
-    [demo: "run examples/demo.exs"]
+    [demo: "run examples/cluster.exs", tour: "run examples/tour.exs"]
   end
 end

@@ -1,5 +1,5 @@
 # A tour of Tether with real processes: start, stream, signal, stop, and prove nothing is left.
-# Run it with `make demo` (or `mix run examples/demo.exs`).
+# Run it with `make tour` (or `mix run examples/tour.exs`).
 
 defmodule Demo do
   def say(text), do: IO.puts("  " <> text)
