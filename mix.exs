@@ -11,13 +11,14 @@ defmodule Mix.Tasks.Compile.TetherNative do
   """
   use Mix.Task.Compiler
 
-  @crate "native/tether_nif"
-  @library "libtether_nif.so"
+  # The NIF and the watchdog program it starts, built by one cargo call.
+  @packages ["tether_nif", "tether_watchdog"]
+  @artifacts ["libtether_nif.so", "tether_watchdog"]
 
   @impl true
   def run(_args) do
     root = Path.expand(Path.dirname(__ENV__.file))
-    installed = Path.join([Mix.Project.app_path(), "priv", "native", @library])
+    installed = Path.join([Mix.Project.app_path(), "priv", "native"])
 
     if stale?(root, installed) do
       build(root, installed)
@@ -34,13 +35,15 @@ defmodule Mix.Tasks.Compile.TetherNative do
           &File.exists?/1
         )
 
-    case File.stat(installed, time: :posix) do
-      {:ok, %{mtime: built}} ->
-        Enum.any?(sources, &(File.stat!(&1, time: :posix).mtime > built))
+    Enum.any?(@artifacts, fn artifact ->
+      case File.stat(Path.join(installed, artifact), time: :posix) do
+        {:ok, %{mtime: built}} ->
+          Enum.any?(sources, &(File.stat!(&1, time: :posix).mtime > built))
 
-      {:error, _} ->
-        true
-    end
+        {:error, _} ->
+          true
+      end
+    end)
   end
 
   defp build(root, installed) do
@@ -50,19 +53,27 @@ defmodule Mix.Tasks.Compile.TetherNative do
     profile =
       if Mix.env() == :prod, do: "release", else: System.get_env("TETHER_PROFILE", "release")
 
+    # -p marks each package as primary, which rustler needs to emit the nif_init symbol.
     args =
-      ["build", "--manifest-path", Path.join(root, @crate <> "/Cargo.toml")] ++
-        ["--target-dir", target_dir] ++ if(profile == "release", do: ["--release"], else: [])
+      ["build", "--manifest-path", Path.join(root, "Cargo.toml"), "--target-dir", target_dir] ++
+        Enum.flat_map(@packages, &["-p", &1]) ++
+        if(profile == "release", do: ["--release"], else: [])
 
     Mix.shell().info("Compiling the Tether NIF (cargo #{profile})")
 
     case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream()) do
       {_, 0} ->
-        install(Path.join([target_dir, profile, @library]), installed)
+        Enum.each(
+          @artifacts,
+          &install(Path.join([target_dir, profile, &1]), Path.join(installed, &1))
+        )
+
         {:ok, []}
 
       {_, status} ->
-        Mix.raise("cargo build of #{@crate} failed with exit status #{status}")
+        Mix.raise(
+          "cargo build of #{Enum.join(@packages, ", ")} failed with exit status #{status}"
+        )
     end
   end
 
@@ -71,6 +82,7 @@ defmodule Mix.Tasks.Compile.TetherNative do
     File.mkdir_p!(Path.dirname(installed))
     tmp = installed <> ".tmp#{System.unique_integer([:positive])}"
     File.cp!(built, tmp)
+    File.chmod!(tmp, File.stat!(built).mode)
     File.rename!(tmp, installed)
   end
 

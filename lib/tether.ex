@@ -43,6 +43,11 @@ defmodule Tether do
       (the child leads a new group). Defaults to `true`; with `false` the child stays in the
       VM's group and only it is signalled.
     * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
+    * `{:group, 0}` - the child leads a new process group (the default; erlexec's spelling).
+    * `{:detach, true}` - let the process outlive its owner and the VM on purpose: it is not
+      stopped when its owner dies or its `Tether.Process` goes, not stopped when the `:tether`
+      application stops, not killed when the VM dies. `stop/1` and `kill/2` still work while the
+      VM lives. Defaults to `false`.
 
   Bad options raise `ArgumentError` naming the option; nothing is spawned.
 
@@ -61,10 +66,20 @@ defmodule Tether do
 
   ## Lifetime
 
-  Each child leads its own process group, so `stop/1` and `kill/2` reach its grandchildren.
-  When the process that called `run/2` exits, its OS processes are stopped like `stop/1` does;
-  when the `:tether` application stops, every OS process is stopped before it returns; when the
-  VM dies, the kernel kills the direct children (`PR_SET_PDEATHSIG`).
+  No OS process outlives its owner unless it was started with `{:detach, true}`:
+
+    * each child leads its own process group, so `stop/1` and `kill/2` reach its grandchildren;
+      when a stopped child's leader exits, what is left of its group is killed at once;
+    * when the process that called `run/2` exits (normally or not), its OS processes are stopped
+      like `stop/1` does; so are they when their `Tether.Process` is killed;
+    * when the `:tether` application stops (`Application.stop/1`, `System.stop/0`), every OS
+      process is stopped, and the stop returns as soon as the last one has exited;
+    * when the VM dies, even by SIGKILL, the kernel kills the direct children
+      (`PR_SET_PDEATHSIG`) and a watchdog program (`tether_watchdog`, started by the native
+      event loop with a pipe on its stdin) sees the pipe close and SIGKILLs every child's group.
+      If the watchdog itself is killed, a new one is started at once and told every live group.
+
+  A child's own children that leave its process group (`setsid`, daemons) are not tracked.
   """
 
   @typedoc "An OS process id."

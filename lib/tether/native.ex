@@ -12,9 +12,24 @@ defmodule Tether.Native do
     :ok = :os.set_signal(:sigchld, :default)
 
     case :code.priv_dir(:tether) do
-      {:error, reason} -> {:error, {:priv_dir, reason}}
-      priv -> :erlang.load_nif(:filename.join([priv, ~c"native", ~c"libtether_nif"]), 0)
+      {:error, reason} ->
+        {:error, {:priv_dir, reason}}
+
+      priv ->
+        native = Path.join(priv, "native")
+
+        :erlang.load_nif(
+          String.to_charlist(Path.join(native, "libtether_nif")),
+          load_info(native)
+        )
     end
+  end
+
+  # The watchdog kills every child group when the VM dies; without it only direct children die
+  # with the VM (PR_SET_PDEATHSIG).
+  defp load_info(native) do
+    watchdog = Path.join(native, "tether_watchdog")
+    %{watchdog: if(File.regular?(watchdog), do: watchdog)}
   end
 
   def start(_spec, _owner, _process), do: err()
@@ -25,6 +40,7 @@ defmodule Tether.Native do
   def process_of(_os_pid), do: err()
   def stop_all(_reply_to), do: err()
   def signal_number(_name), do: err()
+  def watchdog_os_pid(), do: err()
 
   defp err, do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -15,7 +15,8 @@ defmodule Tether.Options do
           stderr: pid | nil,
           monitor: pid | nil,
           kill_timeout_ms: non_neg_integer,
-          kill_group: boolean
+          kill_group: boolean,
+          detach: boolean
         }
 
   @default_kill_timeout 5
@@ -44,7 +45,8 @@ defmodule Tether.Options do
       stderr: nil,
       monitor: nil,
       kill_timeout_ms: seconds_to_ms!(@default_kill_timeout),
-      kill_group: true
+      kill_group: true,
+      detach: false
     }
 
     Enum.reduce(options, base, &option!(&1, &2, caller))
@@ -99,13 +101,20 @@ defmodule Tether.Options do
   end
 
   defp option!(:kill_group, spec, _caller), do: %{spec | kill_group: true}
+  defp option!(:detach, spec, _caller), do: %{spec | detach: true}
+  # erlexec's {:group, 0}: a new group led by the child, which is the default.
+  defp option!({:group, 0}, spec, _caller), do: %{spec | kill_group: true}
+
+  defp option!({:detach, flag}, spec, _caller) when is_boolean(flag) do
+    %{spec | detach: flag}
+  end
 
   defp option!({:executable, path}, spec, _caller) do
     %{spec | executable: path!(path, :executable)}
   end
 
   defp option!({key, value}, _spec, _caller)
-       when key in [:monitor, :kill_group] do
+       when key in [:monitor, :kill_group, :detach] do
     raise ArgumentError, "invalid value for #{inspect(key)} option: #{inspect(value)}"
   end
 

@@ -25,6 +25,8 @@ pub struct Command {
     pub env: Vec<EnvChange>,
     /// Working directory.
     pub cwd: Option<Vec<u8>>,
+    /// Give the child a pipe on stdin that we write (else stdin is `/dev/null`).
+    pub stdin: bool,
     /// Pipe stdout back (else it goes to `/dev/null`).
     pub stdout: bool,
     /// Pipe stderr back (else it goes to `/dev/null`).
@@ -33,15 +35,16 @@ pub struct Command {
     pub kill_timeout: Duration,
     /// Put the child in a new process group and address the group on stop and kill.
     pub kill_group: bool,
-    /// Ask the kernel to SIGKILL the child when the spawning thread dies (the VM dies).
-    pub pdeathsig: bool,
+    /// Let the child outlive its owner and the VM: no SIGKILL from the kernel when the VM dies
+    /// (`PR_SET_PDEATHSIG`), no guard by the watchdog, no stop when its owner or handle goes.
+    pub detach: bool,
     /// Size requested for the output pipes (best effort; 0 keeps the kernel default).
     pub pipe_size: usize,
 }
 
 impl Command {
-    /// A command running `argv` with the defaults: no output pipes, own process group,
-    /// SIGKILL on VM death, 5 s kill timeout.
+    /// A command running `argv` with the defaults: no pipes, own process group, not detached
+    /// (dies with the VM), 5 s kill timeout.
     pub fn new<I, S>(argv: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -52,11 +55,12 @@ impl Command {
             executable: None,
             env: Vec::new(),
             cwd: None,
+            stdin: false,
             stdout: false,
             stderr: false,
             kill_timeout: Duration::from_secs(5),
             kill_group: true,
-            pdeathsig: true,
+            detach: false,
             pipe_size: DEFAULT_PIPE_SIZE,
         }
     }

@@ -4,6 +4,7 @@
 //! - [`spawn`]: clone + exec with a clean child (signals, descriptors, process group).
 //! - [`reactor`]: the one event-loop thread that owns every child and reports to [`Listener`]s.
 //! - [`registry`]: the live children, for signalling and status queries from other threads.
+//! - `watchdog`: keeps the helper program that kills every child group when the VM dies.
 //! - [`signal`], [`status`]: names ↔ numbers, wait-status decoding.
 //!
 //! The NIF crate only translates between Erlang terms and these types.
@@ -15,9 +16,10 @@ pub mod signal;
 pub mod spawn;
 pub mod status;
 mod sys;
+mod watchdog;
 
 pub use command::{Command, EnvChange};
-pub use reactor::{Listener, Reactor, Stream};
+pub use reactor::{Listener, Options, Reactor, Stream};
 pub use registry::{NoProcess, State};
 pub use spawn::SpawnError;
 pub use status::ExitStatus;

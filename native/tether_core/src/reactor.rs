@@ -22,12 +22,13 @@ use crate::registry::{Entry, NoProcess, Registry, Tag};
 use crate::spawn::{self, ChildStack, SpawnError};
 use crate::status::ExitStatus;
 use crate::sys;
+use crate::watchdog::{Interest, Watchdog};
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,15 @@ struct Shared {
     wake: OwnedFd,
     registry: Registry,
     next_id: AtomicU64,
+    watchdog_pid: AtomicI32,
+}
+
+/// How the reactor runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Path of the `tether_watchdog` program; `None` runs without one (children then die with
+    /// the VM only through `PR_SET_PDEATHSIG`, which does not reach grandchildren).
+    pub watchdog: Option<Vec<u8>>,
 }
 
 /// A handle to the event loop. Cheap to clone; every method returns without waiting.
@@ -78,16 +88,18 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// Starts the event-loop thread.
-    pub fn start() -> Result<Reactor, Errno> {
+    /// Starts the event-loop thread (and the watchdog program, when one is given).
+    pub fn start(options: Options) -> Result<Reactor, Errno> {
         let (requests, receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             requests,
             wake: sys::eventfd()?,
             registry: Registry::default(),
             next_id: AtomicU64::new(1),
+            watchdog_pid: AtomicI32::new(0),
         });
-        let mut event_loop = EventLoop::new(shared.clone(), receiver)?;
+        let mut event_loop = EventLoop::new(shared.clone(), receiver, options)?;
+        event_loop.start_watchdog();
         std::thread::Builder::new()
             .name("tether-reactor".into())
             .spawn(move || event_loop.run())
@@ -139,6 +151,14 @@ impl Reactor {
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
     }
+
+    /// The watchdog program's pid while it runs.
+    pub fn watchdog_pid(&self) -> Option<u32> {
+        match self.shared.watchdog_pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid as u32),
+        }
+    }
 }
 
 /// Output of a child still being read.
@@ -155,11 +175,17 @@ struct Child {
     listener: Box<dyn Listener>,
     kill_timeout: Duration,
     kill_group: bool,
+    detach: bool,
     stopping: bool,
     deadline: Option<Instant>,
 }
 
 impl Child {
+    /// Whether the watchdog guards this child's group.
+    fn guarded(&self) -> bool {
+        self.kill_group && !self.detach
+    }
+
     fn signal(&self, signal: i32) {
         let _ = if self.kill_group {
             sys::killpg(self.pid, signal)
@@ -170,6 +196,9 @@ impl Child {
 }
 
 const WAKE_TOKEN: u64 = 0;
+const WATCHDOG_EXIT_TOKEN: u64 = 1;
+const WATCHDOG_STDIN_TOKEN: u64 = 2;
+/// Child ids start at 1, so child tokens (`id << 2 | kind`) never collide with the above.
 const KIND_EXIT: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
@@ -190,10 +219,15 @@ struct EventLoop {
     stack: ChildStack,
     dev_null: OwnedFd,
     buffer: Vec<u8>,
+    watchdog: Watchdog,
 }
 
 impl EventLoop {
-    fn new(shared: Arc<Shared>, receiver: Receiver<Request>) -> Result<EventLoop, Errno> {
+    fn new(
+        shared: Arc<Shared>,
+        receiver: Receiver<Request>,
+        options: Options,
+    ) -> Result<EventLoop, Errno> {
         // SAFETY: epoll_create1 has no memory arguments; the fd is owned just below.
         let epoll = sys::cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: a fresh descriptor owned by nobody else.
@@ -207,6 +241,7 @@ impl EventLoop {
             stack: ChildStack::default(),
             dev_null: sys::open_dev_null()?,
             buffer: vec![0; READ_CHUNK],
+            watchdog: Watchdog::new(options.watchdog),
             shared,
         };
         event_loop.watch(event_loop.shared.wake.as_raw_fd(), WAKE_TOKEN)?;
@@ -214,8 +249,12 @@ impl EventLoop {
     }
 
     fn watch(&self, fd: RawFd, token: u64) -> Result<(), Errno> {
+        self.watch_for(fd, token, libc::EPOLLIN)
+    }
+
+    fn watch_for(&self, fd: RawFd, token: u64, events: i32) -> Result<(), Errno> {
         let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
+            events: events as u32,
             u64: token,
         };
         // SAFETY: `event` is a valid epoll_event; the fd is open.
@@ -255,6 +294,57 @@ impl EventLoop {
                 self.guarded(token >> 2, |this| this.dispatch(token));
             }
             self.guarded(0, Self::fire_deadlines);
+            if self.watchdog.next_start().is_some() {
+                self.guarded(0, Self::start_watchdog);
+            }
+        }
+    }
+
+    /// Starts the watchdog if it is due, telling it every guarded group.
+    fn start_watchdog(&mut self) {
+        let groups: Vec<i32> = self
+            .children
+            .values()
+            .filter(|c| c.guarded())
+            .map(|c| c.pid)
+            .collect();
+        let interest = self.watchdog.start(
+            &mut self.stack,
+            self.dev_null.as_raw_fd(),
+            groups.into_iter(),
+        );
+        self.apply(interest);
+        let pid = self.watchdog.pid().unwrap_or(0);
+        self.shared.watchdog_pid.store(pid, Ordering::Relaxed);
+    }
+
+    fn apply(&self, interest: Interest) {
+        if let Some(fd) = interest.exit {
+            let _ = self.watch(fd, WATCHDOG_EXIT_TOKEN);
+        }
+        self.apply_writable(interest.writable);
+    }
+
+    fn apply_writable(&self, writable: Option<(RawFd, bool)>) {
+        match writable {
+            Some((fd, true)) => {
+                let _ = self.watch_for(fd, WATCHDOG_STDIN_TOKEN, libc::EPOLLOUT);
+            }
+            Some((fd, false)) => self.unwatch(fd),
+            None => {}
+        }
+    }
+
+    fn on_watchdog_exit(&mut self) {
+        let epoll = self.epoll.as_raw_fd();
+        let exited = self.watchdog.on_exit(|fd| {
+            // SAFETY: EPOLL_CTL_DEL ignores the event argument.
+            unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        });
+        if exited {
+            eprintln!("tether: the watchdog exited; starting a new one");
+            self.shared.watchdog_pid.store(0, Ordering::Relaxed);
+            self.start_watchdog();
         }
     }
 
@@ -267,9 +357,14 @@ impl EventLoop {
     }
 
     fn poll_timeout(&self) -> i32 {
-        match self.deadlines.first() {
+        let next = self.deadlines.first().map(|(at, _)| *at);
+        let next = match (next, self.watchdog.next_start()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             None => -1,
-            Some((at, _)) => {
+            Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
                 // Round up so we never wake just before the deadline and spin.
                 left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32
@@ -284,6 +379,13 @@ impl EventLoop {
                 self.handle(request);
             }
             return;
+        }
+        if token == WATCHDOG_EXIT_TOKEN {
+            return self.on_watchdog_exit();
+        }
+        if token == WATCHDOG_STDIN_TOKEN {
+            let writable = self.watchdog.flush();
+            return self.apply_writable(writable);
         }
         let id = token >> 2;
         match token & 3 {
@@ -303,7 +405,12 @@ impl EventLoop {
             } => self.guarded(id, |this| this.spawn(id, &command, listener, tag)),
             Request::Stop { id } => self.guarded(id, |this| this.begin_stop(id)),
             Request::StopAll { done } => {
-                let ids: Vec<u64> = self.children.keys().copied().collect();
+                let ids: Vec<u64> = self
+                    .children
+                    .iter()
+                    .filter(|(_, child)| !child.detach)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in ids {
                     self.guarded(id, |this| this.begin_stop(id));
                 }
@@ -347,6 +454,10 @@ impl EventLoop {
                 tag,
             },
         );
+        if command.kill_group && !command.detach {
+            let writable = self.watchdog.guard(spawned.pid);
+            self.apply_writable(writable);
+        }
         listener.spawned(Ok(os_pid));
         self.children.insert(
             id,
@@ -358,6 +469,7 @@ impl EventLoop {
                 listener,
                 kill_timeout: command.kill_timeout,
                 kill_group: command.kill_group,
+                detach: command.detach,
                 stopping: false,
                 deadline: None,
             },
@@ -425,6 +537,11 @@ impl EventLoop {
         };
         let (pid, pidfd) = (child.pid, child.pidfd.as_raw_fd());
         let kill_rest_of_group = child.stopping && child.kill_group;
+        if child.guarded() && sys::exit_state(pidfd) != sys::ExitState::Running {
+            // While the leader is an unreaped zombie its group id cannot be reused.
+            let writable = self.watchdog.release(pid);
+            self.apply_writable(writable);
+        }
         let reaped = self.shared.registry.remove_if(child.os_pid, || {
             match sys::exit_state(pidfd) {
                 sys::ExitState::Running => None,
@@ -484,6 +601,10 @@ impl EventLoop {
         let Some(mut child) = self.children.remove(&id) else {
             return;
         };
+        if child.guarded() {
+            let writable = self.watchdog.release(child.pid);
+            self.apply_writable(writable);
+        }
         child.signal(libc::SIGKILL);
         let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
         self.shared

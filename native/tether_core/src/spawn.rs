@@ -60,6 +60,8 @@ impl From<Errno> for SpawnError {
 pub struct Spawned {
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
+    /// Our (non-blocking) write end of the child's stdin.
+    pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
 }
@@ -204,13 +206,17 @@ pub fn spawn(
         return Err(SpawnError::SigchldIgnored);
     }
     let prepared = prepare(command)?;
+    let stdin = command
+        .stdin
+        .then(|| sys::input_pipe(command.pipe_size))
+        .transpose()?;
     let stdout = command
         .stdout
-        .then(|| sys::pipe(command.pipe_size))
+        .then(|| sys::output_pipe(command.pipe_size))
         .transpose()?;
     let stderr = command
         .stderr
-        .then(|| sys::pipe(command.pipe_size))
+        .then(|| sys::output_pipe(command.pipe_size))
         .transpose()?;
     let context = ChildContext {
         candidates: prepared.candidates.as_ptr(),
@@ -220,22 +226,25 @@ pub fn spawn(
             .cwd
             .as_ref()
             .map_or(std::ptr::null(), |c| c.as_ptr()),
-        stdin_fd: dev_null,
+        stdin_fd: stdin.as_ref().map_or(dev_null, |(r, _)| r.as_raw_fd()),
         stdout_fd: stdout.as_ref().map_or(dev_null, |(_, w)| w.as_raw_fd()),
         stderr_fd: stderr.as_ref().map_or(dev_null, |(_, w)| w.as_raw_fd()),
         new_group: command.kill_group,
-        pdeathsig: command.pdeathsig,
+        pdeathsig: !command.detach,
         // SAFETY: getpid has no preconditions.
         parent_pid: unsafe { libc::getpid() },
         error: AtomicI32::new(0),
     };
 
     let (pid, pidfd) = clone_child(&context, stack)?;
+    // Our ends only; the child's ends close here.
+    let stdin = stdin.map(|(_, w)| w);
     let (stdout, stderr) = (stdout.map(|(r, _)| r), stderr.map(|(r, _)| r));
     match context.error.load(Ordering::SeqCst) {
         0 => Ok(Spawned {
             pid,
             pidfd,
+            stdin,
             stdout,
             stderr,
         }),

@@ -37,20 +37,49 @@ fn own_above_stdio(fd: RawFd) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
-/// A close-on-exec pipe: `(read end, write end)`. The read end is non-blocking.
-pub fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
+/// A close-on-exec pipe for a child's output: `(read end, write end)`. Our read end is
+/// non-blocking; the child's write end is blocking, as programs expect.
+pub fn output_pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (read, write) = pipe(size)?;
+    set_nonblocking(&read)?;
+    Ok((read, write))
+}
+
+/// A close-on-exec pipe for a child's input: `(read end, write end)`. Our write end is
+/// non-blocking; the child's read end is blocking.
+pub fn input_pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (read, write) = pipe(size)?;
+    set_nonblocking(&write)?;
+    Ok((read, write))
+}
+
+fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` is a valid array of two ints.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     let read = own_above_stdio(fds[0])?;
     let write = own_above_stdio(fds[1])?;
-    set_nonblocking(&read)?;
     if size > 0 {
         // Best effort: an unprivileged user past the pipe quota keeps the default size.
         // SAFETY: F_SETPIPE_SZ takes an int and has no memory effects.
         let _ = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
     }
     Ok((read, write))
+}
+
+/// Writes what it can of `data` without blocking, retrying on `EINTR`.
+pub fn write(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
+    loop {
+        // SAFETY: `data` is valid for `data.len()` bytes.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
 }
 
 /// Sets `O_NONBLOCK`.

@@ -28,7 +28,7 @@ impl Listener for Recorder {
 
 fn reactor() -> &'static Reactor {
     static REACTOR: std::sync::OnceLock<Reactor> = std::sync::OnceLock::new();
-    REACTOR.get_or_init(|| Reactor::start().expect("reactor starts"))
+    REACTOR.get_or_init(|| Reactor::start(Default::default()).expect("reactor starts"))
 }
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -19,4 +19,5 @@ rustler::atoms! {
     tether_spawned,
     tether_exit,
     tether_all_stopped,
+    watchdog,
 }

@@ -6,6 +6,8 @@ use tether_core::Reactor;
 
 pub struct Handle {
     pub id: u64,
+    /// A detached process outlives its owner and its handle on purpose.
+    pub detach: bool,
     pub reactor: Reactor,
 }
 
@@ -20,6 +22,8 @@ impl Resource for Handle {
 impl Drop for Handle {
     /// Nobody holds the handle any more: the process must not outlive it.
     fn drop(&mut self) {
-        self.reactor.stop(self.id);
+        if !self.detach {
+            self.reactor.stop(self.id);
+        }
     }
 }

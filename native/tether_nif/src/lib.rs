@@ -21,11 +21,17 @@ fn reactor() -> &'static Reactor {
     REACTOR.get().expect("the reactor starts in load")
 }
 
-fn load(_env: Env, _info: Term) -> bool {
+/// `info` is `%{watchdog: path | nil}` from `Tether.Native`.
+fn load(_env: Env, info: Term) -> bool {
     if REACTOR.get().is_some() {
         return true;
     }
-    match Reactor::start() {
+    let watchdog = info
+        .map_get(atoms::watchdog())
+        .ok()
+        .and_then(|path| path.decode::<rustler::Binary>().ok())
+        .map(|path| path.as_slice().to_vec());
+    match Reactor::start(tether_core::Options { watchdog }) {
         Ok(reactor) => REACTOR.set(reactor).is_ok(),
         Err(_) => false,
     }
@@ -43,6 +49,7 @@ fn start(
 ) -> rustler::NifResult<ResourceArc<Handle>> {
     let spec: spec::Spec = spec.decode().map_err(|_| rustler::Error::BadArg)?;
     let (command, routes) = spec.into_command(process)?;
+    let detach = command.detach;
     let id = reactor().spawn(
         command,
         Box::new(BeamListener::new(routes)),
@@ -50,9 +57,10 @@ fn start(
     );
     let handle = ResourceArc::new(Handle {
         id,
+        detach,
         reactor: reactor().clone(),
     });
-    if handle.monitor(Some(env), &owner).is_none() {
+    if !detach && handle.monitor(Some(env), &owner).is_none() {
         // The owner is already gone: stop the process as soon as it exists.
         reactor().stop(id);
     }
@@ -122,6 +130,12 @@ fn stop_all(reply_to: LocalPid) -> Atom {
         listener::send(&reply_to, |env| atoms::tether_all_stopped().encode(env));
     }));
     atoms::ok()
+}
+
+/// The watchdog program's os_pid, or nil when none runs.
+#[rustler::nif]
+fn watchdog_os_pid() -> Option<u32> {
+    reactor().watchdog_pid()
 }
 
 #[rustler::nif]

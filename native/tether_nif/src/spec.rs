@@ -16,6 +16,7 @@ pub struct Spec<'a> {
     monitor: Option<LocalPid>,
     kill_timeout_ms: u64,
     kill_group: bool,
+    detach: bool,
 }
 
 /// Where one child's events go.
@@ -51,6 +52,7 @@ impl Spec<'_> {
         command.stderr = self.stderr.is_some();
         command.kill_timeout = Duration::from_millis(self.kill_timeout_ms);
         command.kill_group = self.kill_group;
+        command.detach = self.detach;
         let routes = Routes {
             process,
             stdout: self.stdout,
