@@ -119,13 +119,15 @@ defmodule Tether do
     run(command, [:link | List.wrap(options)])
   end
 
-  defp take_link(options) when is_list(options) do
-    Enum.reduce(options, {false, []}, fn
-      :link, {_, acc} -> {true, acc}
-      {:link, flag}, {_, acc} when is_boolean(flag) -> {flag, acc}
-      other, {link?, acc} -> {link?, [other | acc]}
-    end)
-    |> then(fn {link?, acc} -> {link?, Enum.reverse(acc)} end)
+  # Improper lists and other shapes go through untouched: Tether.Options rejects them.
+  defp take_link([:link | rest]), do: take_link(rest) |> then(fn {_, r} -> {true, r} end)
+
+  defp take_link([{:link, flag} | rest]) when is_boolean(flag),
+    do: take_link(rest) |> then(fn {_, r} -> {flag, r} end)
+
+  defp take_link([option | rest]) do
+    {link?, rest} = take_link(rest)
+    {link?, [option | rest]}
   end
 
   defp take_link(options), do: {false, options}
@@ -186,6 +188,7 @@ defmodule Tether do
   @doc "The os_pid of the OS process that `pid` stands for."
   @spec os_pid(pid) :: {:ok, os_pid} | {:error, :no_process}
   def os_pid(pid) when is_pid(pid), do: Tether.Process.os_pid(pid)
+  def os_pid(other), do: raise(ArgumentError, "expected a Tether pid, got: #{inspect(other)}")
 
   @doc """
   The `Tether.Process` that stands for `os_pid`.

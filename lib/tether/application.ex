@@ -12,7 +12,15 @@ defmodule Tether.Application do
 
   @impl true
   def start(_type, _args) do
-    Supervisor.start_link([], strategy: :one_for_one, name: Tether.Supervisor)
+    # Load the NIF now rather than on first use: the event loop and the watchdog start with the
+    # application, SIGCHLD is restored early, and a broken build fails here, clearly.
+    case Code.ensure_loaded(Tether.Native) do
+      {:module, Tether.Native} ->
+        Supervisor.start_link([], strategy: :one_for_one, name: Tether.Supervisor)
+
+      {:error, reason} ->
+        {:error, {:nif_not_loaded, reason, "run `mix compile` to build the Tether NIF"}}
+    end
   end
 
   @impl true

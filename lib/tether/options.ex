@@ -36,6 +36,9 @@ defmodule Tether.Options do
   """
   @spec build!(Tether.command(), Tether.options(), pid) :: spec
   def build!(command, options, caller) when is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError, "Tether.run/2 options must be a proper list, got: #{inspect(options)}"
+
     base = %{
       argv: argv!(command),
       executable: nil,
@@ -61,6 +64,9 @@ defmodule Tether.Options do
   end
 
   defp argv!([program | _] = argv) do
+    proper_list?(argv) or
+      raise ArgumentError, "command must be a proper list, got: #{inspect(argv)}"
+
     Enum.each(argv, fn arg ->
       is_binary(arg) or
         raise ArgumentError,
@@ -142,7 +148,10 @@ defmodule Tether.Options do
             "(expected a local pid, {:send, pid} or :null)"
   end
 
-  defp env!(env) when is_list(env) or is_map(env) do
+  defp env!(env) when (is_list(env) and env != []) or is_map(env) do
+    is_map(env) or proper_list?(env) or
+      raise ArgumentError, "invalid value for :env option: #{inspect(env)} (expected a list)"
+
     Enum.map(env, fn
       :clear ->
         :clear
@@ -164,6 +173,8 @@ defmodule Tether.Options do
                 "(expected {name, value}, {name, false} or :clear)"
     end)
   end
+
+  defp env!([]), do: []
 
   defp env!(other) do
     raise ArgumentError, "invalid value for :env option: #{inspect(other)} (expected a list)"
@@ -192,16 +203,22 @@ defmodule Tether.Options do
           "invalid value for #{inspect(key)} option: #{inspect(path)} (expected a non-empty path)"
   end
 
-  defp seconds_to_ms!(seconds) when is_integer(seconds) and seconds >= 0, do: seconds * 1000
+  # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
+  @max_timeout_seconds 4_294_967
 
-  defp seconds_to_ms!(seconds) when is_float(seconds) and seconds >= 0,
-    do: round(seconds * 1000)
+  defp seconds_to_ms!(seconds)
+       when is_number(seconds) and seconds >= 0 and seconds <= @max_timeout_seconds,
+       do: round(seconds * 1000)
 
   defp seconds_to_ms!(other) do
     raise ArgumentError,
           "invalid value for :kill_timeout option: #{inspect(other)} " <>
-            "(expected non-negative seconds)"
+            "(expected seconds from 0 to #{@max_timeout_seconds})"
   end
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
 
   defp chardata!(chardata, message) do
     IO.chardata_to_string(chardata)

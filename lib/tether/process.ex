@@ -18,6 +18,8 @@ defmodule Tether.Process do
           | {:signal, atom | pos_integer, boolean}
           | :unknown
 
+  @os_pid_key :"$tether_os_pid"
+
   @doc false
   @spec start(Tether.Options.spec(), boolean) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
   def start(spec, link?) do
@@ -41,10 +43,19 @@ defmodule Tether.Process do
   end
 
   defp init(caller, ref, spec) do
-    handle = Tether.Native.start(spec, caller, self())
+    handle =
+      try do
+        Tether.Native.start(spec, caller, self())
+      rescue
+        # Tether.Options only builds specs the NIF decodes; this is defence in depth.
+        ArgumentError ->
+          send(caller, {ref, {:error, :badarg}})
+          exit(:normal)
+      end
 
     receive do
       {:tether_spawned, {:ok, os_pid}} ->
+        Process.put(@os_pid_key, os_pid)
         send(caller, {ref, {:ok, os_pid}})
         loop(os_pid, handle)
 
@@ -57,10 +68,6 @@ defmodule Tether.Process do
     receive do
       {:tether_exit, ^os_pid, reason} ->
         exit(reason)
-
-      {:"$tether_os_pid", from, ref} ->
-        send(from, {ref, os_pid})
-        loop(os_pid, handle)
 
       _other ->
         loop(os_pid, handle)
@@ -77,21 +84,17 @@ defmodule Tether.Process do
       :ok
   """
   @spec os_pid(pid) :: {:ok, Tether.os_pid()} | {:error, :no_process}
-  def os_pid(pid) when is_pid(pid) do
-    monitor = Process.monitor(pid)
-    send(pid, {:"$tether_os_pid", self(), monitor})
-
-    receive do
-      {^monitor, os_pid} ->
-        Process.demonitor(monitor, [:flush])
-        {:ok, os_pid}
-
-      {:DOWN, ^monitor, :process, ^pid, _} ->
-        {:error, :no_process}
-    after
-      5000 ->
-        Process.demonitor(monitor, [:flush])
-        {:error, :no_process}
+  def os_pid(pid) when is_pid(pid) and node(pid) == node() do
+    # No message round trip: any pid answers at once. The dictionary entry is confirmed by the
+    # native registry, so a process that merely has the key is not mistaken for a Tether one.
+    with {:dictionary, dictionary} <- Process.info(pid, :dictionary),
+         os_pid when is_integer(os_pid) <- dictionary[@os_pid_key],
+         {:ok, ^pid} <- Tether.Native.process_of(os_pid) do
+      {:ok, os_pid}
+    else
+      _ -> {:error, :no_process}
     end
   end
+
+  def os_pid(pid) when is_pid(pid), do: {:error, :no_process}
 end

@@ -487,12 +487,14 @@ impl EventLoop {
         self.shared.registry.mark_stopping(child.os_pid);
         child.signal(libc::SIGTERM);
         child.signal(libc::SIGCONT);
-        if child.kill_timeout.is_zero() {
-            child.signal(libc::SIGKILL);
-        } else {
-            let at = Instant::now() + child.kill_timeout;
-            child.deadline = Some(at);
-            self.deadlines.insert((at, id));
+        match Instant::now().checked_add(child.kill_timeout) {
+            _ if child.kill_timeout.is_zero() => child.signal(libc::SIGKILL),
+            Some(at) => {
+                child.deadline = Some(at);
+                self.deadlines.insert((at, id));
+            }
+            // A timeout past the end of time: SIGTERM is all it gets.
+            None => {}
         }
     }
 

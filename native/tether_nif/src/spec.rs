@@ -7,9 +7,10 @@ use tether_core::{Command, EnvChange};
 
 #[derive(NifMap)]
 pub struct Spec<'a> {
-    argv: Vec<Binary<'a>>,
+    /// Lists are decoded by [`proper_list`]: rustler's `Vec` decoder panics on improper lists.
+    argv: Term<'a>,
     executable: Option<Binary<'a>>,
-    env: Vec<Term<'a>>,
+    env: Term<'a>,
     cd: Option<Binary<'a>>,
     stdout: Option<LocalPid>,
     stderr: Option<LocalPid>,
@@ -27,6 +28,17 @@ pub struct Routes {
     pub monitor: Option<LocalPid>,
 }
 
+/// The elements of a proper list, each decoded; `BadArg` for anything else (never a panic).
+pub fn proper_list<'a, T: rustler::Decoder<'a>>(mut term: Term<'a>) -> NifResult<Vec<T>> {
+    let mut items = Vec::new();
+    while !term.is_empty_list() {
+        let (head, tail) = term.list_get_cell()?;
+        items.push(head.decode()?);
+        term = tail;
+    }
+    Ok(items)
+}
+
 fn env_change(term: Term) -> NifResult<EnvChange> {
     if term.decode::<rustler::Atom>().ok() == Some(atoms::clear()) {
         return Ok(EnvChange::Clear);
@@ -40,13 +52,11 @@ fn env_change(term: Term) -> NifResult<EnvChange> {
 
 impl Spec<'_> {
     pub fn into_command(self, process: LocalPid) -> NifResult<(Command, Routes)> {
-        let mut command = Command::new(self.argv.iter().map(|a| a.to_vec()));
+        let argv: Vec<Binary> = proper_list(self.argv)?;
+        let env: Vec<Term> = proper_list(self.env)?;
+        let mut command = Command::new(argv.iter().map(|a| a.to_vec()));
         command.executable = self.executable.map(|e| e.to_vec());
-        command.env = self
-            .env
-            .into_iter()
-            .map(env_change)
-            .collect::<Result<_, _>>()?;
+        command.env = env.into_iter().map(env_change).collect::<Result<_, _>>()?;
         command.cwd = self.cd.map(|d| d.to_vec());
         command.stdout = self.stdout.is_some();
         command.stderr = self.stderr.is_some();
