@@ -14,6 +14,82 @@ pub enum EnvChange {
     Unset(Vec<u8>),
 }
 
+/// The child's stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `/dev/null`.
+    Null,
+    /// A pipe the reactor writes (`Reactor::write`).
+    Pipe,
+    /// Closed: the child starts with fd 0 closed.
+    Close,
+    /// A file, opened read-only.
+    File(Vec<u8>),
+}
+
+/// Where a child's stdout or stderr goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// `/dev/null`.
+    Null,
+    /// A pipe the reactor reads and reports to the listener.
+    Pipe,
+    /// Closed: the child starts with the descriptor closed.
+    Close,
+    /// A file: created with `mode` if missing, truncated unless `append`.
+    File {
+        path: Vec<u8>,
+        append: bool,
+        mode: u32,
+    },
+    /// The other stream's destination (stderr into stdout or the reverse), so the two
+    /// interleave exactly as written.
+    Other,
+}
+
+/// Which process group the child joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// A new group led by the child (`setpgid(0, 0)`).
+    New,
+    /// An existing group.
+    Join(i32),
+    /// The VM's group.
+    Inherit,
+}
+
+/// A pseudo-terminal for the child's stdin, stdout and stderr (unless those are redirected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pty {
+    pub rows: u16,
+    pub cols: u16,
+    /// Whether the terminal echoes input (off by default, as programs driven by code expect).
+    pub echo: bool,
+}
+
+/// One step of a stop: do `action`, then wait `wait` before the next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopStep {
+    pub action: StopAction,
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopAction {
+    /// Send a signal (to the group when the child leads one).
+    Signal(i32),
+    /// Run `/bin/sh -c command` with `CHILD_PID` in its environment.
+    Command(Vec<u8>),
+}
+
+/// A resource limit: `setrlimit(resource, soft, hard)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
 /// A command to spawn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
@@ -25,26 +101,33 @@ pub struct Command {
     pub env: Vec<EnvChange>,
     /// Working directory.
     pub cwd: Option<Vec<u8>>,
-    /// Give the child a pipe on stdin that we write (else stdin is `/dev/null`).
-    pub stdin: bool,
-    /// Pipe stdout back (else it goes to `/dev/null`).
-    pub stdout: bool,
-    /// Pipe stderr back (else it goes to `/dev/null`).
-    pub stderr: bool,
-    /// Time between the polite signal of a stop and SIGKILL.
-    pub kill_timeout: Duration,
-    /// Put the child in a new process group and address the group on stop and kill.
+    pub stdin: Input,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub pty: Option<Pty>,
+    pub group: Group,
+    /// Stop and kill address the child's process group rather than the child alone.
     pub kill_group: bool,
+    /// How a stop proceeds. SIGKILL always ends it (appended when missing).
+    pub stop: Vec<StopStep>,
     /// Let the child outlive its owner and the VM: no SIGKILL from the kernel when the VM dies
     /// (`PR_SET_PDEATHSIG`), no guard by the watchdog, no stop when its owner or handle goes.
     pub detach: bool,
-    /// Size requested for the output pipes (best effort; 0 keeps the kernel default).
+    /// Size requested for the pipes (best effort; 0 keeps the kernel default).
     pub pipe_size: usize,
+    pub nice: Option<i32>,
+    /// Run as this user (uid, gid and supplementary groups): needs root.
+    pub user: Option<Vec<u8>>,
+    pub rlimits: Vec<Rlimit>,
+    /// Stop the child once it has been silent (no output) this long.
+    pub idle_timeout: Option<Duration>,
+    /// Stop the child once it has written more than this many bytes of output.
+    pub max_output: Option<u64>,
 }
 
 impl Command {
     /// A command running `argv` with the defaults: no pipes, own process group, not detached
-    /// (dies with the VM), 5 s kill timeout.
+    /// (dies with the VM), SIGTERM then SIGKILL after 5 s on stop.
     pub fn new<I, S>(argv: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -55,13 +138,20 @@ impl Command {
             executable: None,
             env: Vec::new(),
             cwd: None,
-            stdin: false,
-            stdout: false,
-            stderr: false,
-            kill_timeout: Duration::from_secs(5),
+            stdin: Input::Null,
+            stdout: Output::Null,
+            stderr: Output::Null,
+            pty: None,
+            group: Group::New,
             kill_group: true,
+            stop: kill_after(Duration::from_secs(5)),
             detach: false,
             pipe_size: DEFAULT_PIPE_SIZE,
+            nice: None,
+            user: None,
+            rlimits: Vec::new(),
+            idle_timeout: None,
+            max_output: None,
         }
     }
 
@@ -72,8 +162,90 @@ impl Command {
             .or_else(|| self.argv.first().map(Vec::as_slice))
             .unwrap_or(&[])
     }
+
+    /// The stop sequence as it runs: the given steps, then SIGKILL if they do not end with it.
+    pub fn stop_sequence(&self) -> Vec<StopStep> {
+        let mut steps = self.stop.clone();
+        if steps.last().map(|s| &s.action) != Some(&StopAction::Signal(libc::SIGKILL)) {
+            steps.push(StopStep {
+                action: StopAction::Signal(libc::SIGKILL),
+                wait: Duration::ZERO,
+            });
+        }
+        steps
+    }
+}
+
+/// The default stop: SIGTERM, then SIGKILL after `timeout`.
+pub fn kill_after(timeout: Duration) -> Vec<StopStep> {
+    vec![
+        StopStep {
+            action: StopAction::Signal(libc::SIGTERM),
+            wait: timeout,
+        },
+        StopStep {
+            action: StopAction::Signal(libc::SIGKILL),
+            wait: Duration::ZERO,
+        },
+    ]
+}
+
+/// The resource number of an rlimit name (`"nofile"`, `"as"`, `"cpu"`, `"core"`, …).
+pub fn rlimit_resource(name: &str) -> Option<i32> {
+    let resource = match name {
+        "as" => libc::RLIMIT_AS,
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    };
+    Some(resource as i32)
 }
 
 /// 1 MiB pipes quadruple throughput from a fast producer (see NATIVE_FACTS.md); the kernel
 /// allocates the pages only as they fill.
 pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rlimit_names() {
+        assert_eq!(rlimit_resource("nofile"), Some(libc::RLIMIT_NOFILE as i32));
+        assert_eq!(rlimit_resource("core"), Some(libc::RLIMIT_CORE as i32));
+        assert_eq!(rlimit_resource("bogus"), None);
+    }
+
+    #[test]
+    fn stop_sequences_always_end_with_sigkill() {
+        let mut command = Command::new(["x"]);
+        assert_eq!(command.stop_sequence(), kill_after(Duration::from_secs(5)));
+        command.stop = vec![StopStep {
+            action: StopAction::Signal(libc::SIGINT),
+            wait: Duration::from_secs(2),
+        }];
+        let actions: Vec<_> = command
+            .stop_sequence()
+            .into_iter()
+            .map(|s| s.action)
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                StopAction::Signal(libc::SIGINT),
+                StopAction::Signal(libc::SIGKILL)
+            ]
+        );
+    }
+}

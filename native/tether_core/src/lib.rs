@@ -18,8 +18,8 @@ pub mod status;
 mod sys;
 mod watchdog;
 
-pub use command::{Command, EnvChange};
-pub use reactor::{Listener, Options, Reactor, Stream};
+pub use command::{Command, EnvChange, Group, Input, Output, Pty, Rlimit, StopAction, StopStep};
+pub use reactor::{Bytes, Counters, Listener, Options, Reactor, Stream, Usage, WriteError};
 pub use registry::{NoProcess, State};
 pub use spawn::SpawnError;
 pub use status::ExitStatus;

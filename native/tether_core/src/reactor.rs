@@ -1,8 +1,8 @@
-//! The event loop ("reactor"): one thread that spawns, watches and stops every child.
+//! The event loop ("reactor"): one thread that spawns, watches, feeds and stops every child.
 //!
 //! Why one thread, and why this order of operations:
-//! - One epoll set over every child's pidfd and output pipes keeps the number of threads flat
-//!   whatever the number of children.
+//! - One epoll set over every child's pidfd and pipes keeps the number of threads flat whatever
+//!   the number of children.
 //! - Children are cloned on this long-lived thread because `PR_SET_PDEATHSIG` fires when the
 //!   *thread* that spawned a child exits: the children then die with the VM, not with a worker.
 //! - An exit is seen on the pidfd, never inferred from pipe EOF: a grandchild may hold the pipes
@@ -10,14 +10,16 @@
 //!   (so no caller can signal a recycled pid), then read exactly what the pipes held at that
 //!   moment (`FIONREAD`), and only then report the exit. Every byte the child wrote therefore
 //!   reaches the listener before the exit does.
-//! - A stop sends SIGTERM (and SIGCONT, so that a job-control stopped child can act on it) to
-//!   the child's group and arms a deadline; SIGKILL follows at the deadline. A stopping child
-//!   whose leader exits early has its remaining group members killed while the leader is still an
-//!   unreaped zombie, which keeps the group id from being reused.
+//! - A stop runs the child's stop sequence (by default SIGTERM, then SIGKILL after the kill
+//!   timeout), one step per deadline. A stopping child whose leader exits early has the rest of
+//!   its group killed while the leader is still an unreaped zombie, which keeps the group id from
+//!   being reused.
+//! - Writes to a child's stdin never block: what the pipe does not take waits in a queue, and
+//!   the loop waits for the pipe to become writable.
 //! - Every request and every event is handled inside `catch_unwind`: a panic is logged and the
 //!   loop goes on; the child it concerned is killed and reported as ended, never forgotten.
 
-use crate::command::Command;
+use crate::command::{Command, StopAction, StopStep};
 use crate::registry::{Entry, NoProcess, Registry, Tag};
 use crate::spawn::{self, ChildStack, SpawnError};
 use crate::status::ExitStatus;
@@ -25,7 +27,7 @@ use crate::sys;
 use crate::watchdog::{Interest, Watchdog};
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -44,15 +46,44 @@ pub enum Stream {
 pub trait Listener: Send {
     fn spawned(&mut self, result: Result<u32, SpawnError>);
     fn output(&mut self, stream: Stream, os_pid: u32, data: &[u8]);
-    /// `None` when the status was lost (the kernel reaped the child because SIGCHLD was ignored).
-    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>);
+    /// `None` when the status cannot be known (an adopted process, or the kernel reaped the
+    /// child because SIGCHLD was ignored).
+    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>, usage: Option<Usage>);
 }
 
+/// Resource usage of an exited child (`wait4`'s rusage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub user_time: Duration,
+    pub system_time: Duration,
+    /// Maximum resident set size, in bytes.
+    pub max_rss: u64,
+}
+
+/// Bytes to write to a child's stdin, owned by whoever produced them (the NIF keeps Erlang
+/// binaries alive without copying them).
+pub type Bytes = Box<dyn AsRef<[u8]> + Send>;
+
 type Callback = Box<dyn FnOnce() + Send>;
+
+/// Counters of one child, as `info` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdin_bytes: u64,
+}
 
 enum Request {
     Spawn {
         id: u64,
+        command: Box<Command>,
+        listener: Box<dyn Listener>,
+        tag: Tag,
+    },
+    Adopt {
+        id: u64,
+        pid: libc::pid_t,
         command: Box<Command>,
         listener: Box<dyn Listener>,
         tag: Tag,
@@ -62,6 +93,22 @@ enum Request {
     },
     StopAll {
         done: Callback,
+    },
+    Write {
+        id: u64,
+        data: Bytes,
+    },
+    CloseStdin {
+        id: u64,
+    },
+    WindowSize {
+        id: u64,
+        rows: u16,
+        cols: u16,
+    },
+    Counters {
+        id: u64,
+        reply: Box<dyn FnOnce(Option<Counters>) + Send>,
     },
 }
 
@@ -79,6 +126,14 @@ pub struct Options {
     /// Path of the `tether_watchdog` program; `None` runs without one (children then die with
     /// the VM only through `PR_SET_PDEATHSIG`, which does not reach grandchildren).
     pub watchdog: Option<Vec<u8>>,
+}
+
+/// Why a write to stdin was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    NoProcess,
+    /// The child has no stdin pipe, or it was closed.
+    Closed,
 }
 
 /// A handle to the event loop. Cheap to clone; every method returns without waiting.
@@ -113,9 +168,13 @@ impl Reactor {
         sys::eventfd_signal(self.shared.wake.as_raw_fd());
     }
 
+    fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Queues a spawn and returns the child's id at once. The listener hears the outcome.
     pub fn spawn(&self, command: Command, listener: Box<dyn Listener>, tag: Tag) -> u64 {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         self.send(Request::Spawn {
             id,
             command: Box::new(command),
@@ -125,7 +184,27 @@ impl Reactor {
         id
     }
 
-    /// Stops child `id` (no-op once it has exited): SIGTERM, then SIGKILL after its kill timeout.
+    /// Watches a process this reactor did not start (its exit status cannot be known). The
+    /// command supplies the stop sequence, the kill-group setting and the limits.
+    pub fn adopt(
+        &self,
+        pid: libc::pid_t,
+        command: Command,
+        listener: Box<dyn Listener>,
+        tag: Tag,
+    ) -> u64 {
+        let id = self.next_id();
+        self.send(Request::Adopt {
+            id,
+            pid,
+            command: Box::new(command),
+            listener,
+            tag,
+        });
+        id
+    }
+
+    /// Stops child `id` (no-op once it has exited) by running its stop sequence.
     pub fn stop(&self, id: u64) {
         self.send(Request::Stop { id });
     }
@@ -142,7 +221,39 @@ impl Reactor {
         self.shared.registry.kill(os_pid, signal)
     }
 
-    /// Stops every child; `done` runs on the loop thread once none is left.
+    /// Queues `data` for the child's stdin. Never blocks.
+    pub fn write(&self, os_pid: u32, data: Bytes) -> Result<(), WriteError> {
+        let id = self.shared.registry.stdin_id(os_pid, false)?;
+        self.send(Request::Write { id, data });
+        Ok(())
+    }
+
+    /// Closes the child's stdin once everything queued before has been written.
+    pub fn close_stdin(&self, os_pid: u32) -> Result<(), WriteError> {
+        let id = self.shared.registry.stdin_id(os_pid, true)?;
+        self.send(Request::CloseStdin { id });
+        Ok(())
+    }
+
+    /// Sets the size of the child's pseudo-terminal.
+    pub fn set_window_size(&self, os_pid: u32, rows: u16, cols: u16) -> Result<(), NoProcess> {
+        let id = self.shared.registry.id(os_pid)?;
+        self.send(Request::WindowSize { id, rows, cols });
+        Ok(())
+    }
+
+    /// Asks for the byte counters of a child; `reply` runs on the loop thread.
+    pub fn counters(
+        &self,
+        os_pid: u32,
+        reply: Box<dyn FnOnce(Option<Counters>) + Send>,
+    ) -> Result<(), NoProcess> {
+        let id = self.shared.registry.id(os_pid)?;
+        self.send(Request::Counters { id, reply });
+        Ok(())
+    }
+
+    /// Stops every child that is not detached; `done` runs on the loop thread once none is left.
     pub fn stop_all(&self, done: Callback) {
         self.send(Request::StopAll { done });
     }
@@ -167,25 +278,44 @@ struct Pipe {
     fd: OwnedFd,
 }
 
+/// What waits to be written to a child's stdin.
+struct Stdin {
+    fd: OwnedFd,
+    queue: VecDeque<Bytes>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+    /// Close once the queue is empty.
+    eof: bool,
+    /// Registered for EPOLLOUT.
+    watching: bool,
+}
+
 struct Child {
     os_pid: u32,
     pid: libc::pid_t,
     pidfd: OwnedFd,
     pipes: Vec<Pipe>,
+    stdin: Option<Stdin>,
+    /// With a pty: the master, for the window size.
+    pty: Option<RawFd>,
     listener: Box<dyn Listener>,
-    kill_timeout: Duration,
+    stop: Vec<StopStep>,
+    /// The step a stop runs next (after the one in progress).
+    next_step: usize,
+    stop_deadline: Option<Instant>,
     kill_group: bool,
     detach: bool,
+    /// Not our child: no reaping, no status.
+    adopted: bool,
     stopping: bool,
-    deadline: Option<Instant>,
+    idle_timeout: Option<Duration>,
+    idle_deadline: Option<Instant>,
+    last_output: Instant,
+    max_output: Option<u64>,
+    counters: Counters,
 }
 
 impl Child {
-    /// Whether the watchdog guards this child's group.
-    fn guarded(&self) -> bool {
-        self.kill_group && !self.detach
-    }
-
     fn signal(&self, signal: i32) {
         let _ = if self.kill_group {
             sys::killpg(self.pid, signal)
@@ -193,15 +323,28 @@ impl Child {
             sys::pidfd_send_signal(self.pidfd.as_raw_fd(), signal)
         };
     }
+
+    /// Whether the watchdog guards this child's group.
+    fn guarded(&self) -> bool {
+        self.kill_group && !self.detach && !self.adopted
+    }
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    StopStep,
+    Idle,
 }
 
 const WAKE_TOKEN: u64 = 0;
 const WATCHDOG_EXIT_TOKEN: u64 = 1;
 const WATCHDOG_STDIN_TOKEN: u64 = 2;
-/// Child ids start at 1, so child tokens (`id << 2 | kind`) never collide with the above.
+// Child ids start at 1, so child tokens (`id << 2 | kind`) never collide with the above.
 const KIND_EXIT: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
+const KIND_STDIN: u64 = 3;
 /// Largest single read: big reads make big off-heap binaries, cheap to send.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -214,12 +357,21 @@ struct EventLoop {
     receiver: Receiver<Request>,
     epoll: OwnedFd,
     children: HashMap<u64, Child>,
-    deadlines: BTreeSet<(Instant, u64)>,
+    timers: BTreeSet<(Instant, u64, Timer)>,
     stop_all_waiters: Vec<Callback>,
     stack: ChildStack,
     dev_null: OwnedFd,
     buffer: Vec<u8>,
     watchdog: Watchdog,
+}
+
+/// A listener for the helpers the loop starts itself (kill commands): nobody hears them.
+struct Silent;
+
+impl Listener for Silent {
+    fn spawned(&mut self, _: Result<u32, SpawnError>) {}
+    fn output(&mut self, _: Stream, _: u32, _: &[u8]) {}
+    fn exited(&mut self, _: u32, _: Option<ExitStatus>, _: Option<Usage>) {}
 }
 
 impl EventLoop {
@@ -236,7 +388,7 @@ impl EventLoop {
             receiver,
             epoll,
             children: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            timers: BTreeSet::new(),
             stop_all_waiters: Vec::new(),
             stack: ChildStack::default(),
             dev_null: sys::open_dev_null()?,
@@ -244,15 +396,15 @@ impl EventLoop {
             watchdog: Watchdog::new(options.watchdog),
             shared,
         };
-        event_loop.watch(event_loop.shared.wake.as_raw_fd(), WAKE_TOKEN)?;
+        event_loop.watch(
+            event_loop.shared.wake.as_raw_fd(),
+            WAKE_TOKEN,
+            libc::EPOLLIN,
+        )?;
         Ok(event_loop)
     }
 
-    fn watch(&self, fd: RawFd, token: u64) -> Result<(), Errno> {
-        self.watch_for(fd, token, libc::EPOLLIN)
-    }
-
-    fn watch_for(&self, fd: RawFd, token: u64, events: i32) -> Result<(), Errno> {
+    fn watch(&self, fd: RawFd, token: u64, events: i32) -> Result<(), Errno> {
         let mut event = libc::epoll_event {
             events: events as u32,
             u64: token,
@@ -293,12 +445,560 @@ impl EventLoop {
                 let token = event.u64;
                 self.guarded(token >> 2, |this| this.dispatch(token));
             }
-            self.guarded(0, Self::fire_deadlines);
+            self.guarded(0, Self::fire_timers);
             if self.watchdog.next_start().is_some() {
                 self.guarded(0, Self::start_watchdog);
             }
         }
     }
+
+    /// Runs `f`, and if it panics, logs it and ends child `id` (0: no child concerned).
+    fn guarded(&mut self, id: u64, f: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            eprintln!("tether: the event loop recovered from a panic (child id {id})");
+            let _ = catch_unwind(AssertUnwindSafe(|| self.abandon(id)));
+        }
+    }
+
+    fn poll_timeout(&self) -> i32 {
+        let next = self.timers.first().map(|(at, _, _)| *at);
+        let next = match (next, self.watchdog.next_start()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
+            None => -1,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                // Round up so we never wake just before the deadline and spin.
+                left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32
+            }
+        }
+    }
+
+    fn dispatch(&mut self, token: u64) {
+        match token {
+            WAKE_TOKEN => {
+                sys::eventfd_drain(self.shared.wake.as_raw_fd());
+                while let Ok(request) = self.receiver.try_recv() {
+                    self.handle(request);
+                }
+            }
+            WATCHDOG_EXIT_TOKEN => self.on_watchdog_exit(),
+            WATCHDOG_STDIN_TOKEN => {
+                let writable = self.watchdog.flush();
+                self.apply_writable(writable);
+            }
+            _ => {
+                let id = token >> 2;
+                match token & 3 {
+                    KIND_EXIT => self.on_exit(id),
+                    KIND_STDOUT => self.on_readable(id, Stream::Stdout),
+                    KIND_STDERR => self.on_readable(id, Stream::Stderr),
+                    _ => self.flush_stdin(id),
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Spawn {
+                id,
+                command,
+                listener,
+                tag,
+            } => self.guarded(id, |this| this.spawn(id, &command, listener, Some(tag))),
+            Request::Adopt {
+                id,
+                pid,
+                command,
+                listener,
+                tag,
+            } => self.guarded(id, |this| this.adopt(id, pid, &command, listener, tag)),
+            Request::Stop { id } => self.guarded(id, |this| this.begin_stop(id)),
+            Request::StopAll { done } => {
+                let ids: Vec<u64> = self
+                    .children
+                    .iter()
+                    .filter(|(_, child)| !child.detach)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.guarded(id, |this| this.begin_stop(id));
+                }
+                self.stop_all_waiters.push(done);
+                self.notify_if_idle();
+            }
+            Request::Write { id, data } => self.guarded(id, |this| {
+                if let Some(stdin) = this.children.get_mut(&id).and_then(|c| c.stdin.as_mut()) {
+                    if !stdin.eof {
+                        stdin.queue.push_back(data);
+                    }
+                }
+                this.flush_stdin(id);
+            }),
+            Request::CloseStdin { id } => self.guarded(id, |this| {
+                if let Some(stdin) = this.children.get_mut(&id).and_then(|c| c.stdin.as_mut()) {
+                    stdin.eof = true;
+                }
+                this.flush_stdin(id);
+            }),
+            Request::WindowSize { id, rows, cols } => {
+                if let Some(fd) = self.children.get(&id).and_then(|c| c.pty) {
+                    let _ = sys::set_window_size(fd, rows, cols);
+                }
+            }
+            Request::Counters { id, reply } => {
+                let counters = self.children.get(&id).map(|c| c.counters);
+                let _ = catch_unwind(AssertUnwindSafe(|| reply(counters)));
+            }
+        }
+    }
+
+    // ── Starting ─────────────────────────────────────────────────────────────────────────────
+
+    /// Spawns a child. `tag: None` marks the loop's own helpers: not registered, not guarded.
+    fn spawn(
+        &mut self,
+        id: u64,
+        command: &Command,
+        mut listener: Box<dyn Listener>,
+        tag: Option<Tag>,
+    ) {
+        let spawned = catch_unwind(AssertUnwindSafe(|| {
+            spawn::spawn(command, &mut self.stack, self.dev_null.as_raw_fd())
+        }))
+        .unwrap_or(Err(SpawnError::Internal));
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(error) => return listener.spawned(Err(error)),
+        };
+        let pty = command
+            .pty
+            .and(spawned.stdout.as_ref().map(|fd| fd.as_raw_fd()));
+        let mut pipes = Vec::new();
+        for (fd, stream, kind) in [
+            (spawned.stdout, Stream::Stdout, KIND_STDOUT),
+            (spawned.stderr, Stream::Stderr, KIND_STDERR),
+        ] {
+            if let Some(fd) = fd {
+                // Cannot fail for a fresh pipe short of ENOMEM; then the stream is not read.
+                if self
+                    .watch(fd.as_raw_fd(), token(id, kind), libc::EPOLLIN)
+                    .is_ok()
+                {
+                    pipes.push(Pipe { stream, fd });
+                }
+            }
+        }
+        let stdin = spawned.stdin.map(|fd| Stdin {
+            fd,
+            queue: VecDeque::new(),
+            offset: 0,
+            eof: false,
+            watching: false,
+        });
+        let child = Child {
+            os_pid: spawned.pid as u32,
+            pid: spawned.pid,
+            pidfd: spawned.pidfd,
+            pipes,
+            stdin,
+            pty,
+            listener,
+            stop: command.stop_sequence(),
+            next_step: 0,
+            stop_deadline: None,
+            kill_group: command.kill_group,
+            detach: command.detach || tag.is_none(),
+            adopted: false,
+            stopping: false,
+            idle_timeout: command.idle_timeout,
+            idle_deadline: None,
+            last_output: Instant::now(),
+            max_output: command.max_output,
+            counters: Counters::default(),
+        };
+        self.insert(id, child, tag);
+    }
+
+    fn adopt(
+        &mut self,
+        id: u64,
+        pid: libc::pid_t,
+        command: &Command,
+        mut listener: Box<dyn Listener>,
+        tag: Tag,
+    ) {
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(errno) => return listener.spawned(Err(SpawnError::Os(errno))),
+        };
+        let child = Child {
+            os_pid: pid as u32,
+            pid,
+            pidfd,
+            pipes: Vec::new(),
+            stdin: None,
+            pty: None,
+            listener,
+            stop: command.stop_sequence(),
+            next_step: 0,
+            stop_deadline: None,
+            kill_group: command.kill_group,
+            detach: command.detach,
+            adopted: true,
+            stopping: false,
+            idle_timeout: None,
+            idle_deadline: None,
+            last_output: Instant::now(),
+            max_output: None,
+            counters: Counters::default(),
+        };
+        self.insert(id, child, Some(tag));
+    }
+
+    /// Starts watching a started child, registers it and tells its listener.
+    fn insert(&mut self, id: u64, mut child: Child, tag: Option<Tag>) {
+        let _ = self.watch(child.pidfd.as_raw_fd(), token(id, KIND_EXIT), libc::EPOLLIN);
+        if let Some(tag) = tag {
+            self.shared.registry.insert(
+                child.os_pid,
+                Entry {
+                    id,
+                    pid: child.pid,
+                    pidfd: child.pidfd.as_raw_fd(),
+                    kill_group: child.kill_group,
+                    stopping: false,
+                    stdin: child.stdin.is_some(),
+                    tag,
+                },
+            );
+        }
+        if child.guarded() {
+            let writable = self.watchdog.guard(child.pid);
+            self.apply_writable(writable);
+        }
+        if let Some(idle) = child.idle_timeout {
+            let at = Instant::now() + idle;
+            child.idle_deadline = Some(at);
+            self.timers.insert((at, id, Timer::Idle));
+        }
+        child.listener.spawned(Ok(child.os_pid));
+        self.children.insert(id, child);
+    }
+
+    // ── Stopping ─────────────────────────────────────────────────────────────────────────────
+
+    fn begin_stop(&mut self, id: u64) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        if child.stopping {
+            return;
+        }
+        child.stopping = true;
+        self.shared.registry.mark_stopping(child.os_pid);
+        self.run_stop_steps(id);
+    }
+
+    /// Runs stop steps from the next one until one has a wait (then arms its deadline).
+    fn run_stop_steps(&mut self, id: u64) {
+        loop {
+            let Some(child) = self.children.get_mut(&id) else {
+                return;
+            };
+            let Some(step) = child.stop.get(child.next_step).cloned() else {
+                return;
+            };
+            child.next_step += 1;
+            match step.action {
+                StopAction::Signal(signal) => {
+                    child.signal(signal);
+                    if signal != libc::SIGKILL && signal != libc::SIGCONT {
+                        // A job-control stopped child acts on the signal only once continued.
+                        child.signal(libc::SIGCONT);
+                    }
+                }
+                StopAction::Command(script) => {
+                    let pid = child.pid;
+                    self.run_kill_command(&script, pid);
+                }
+            }
+            if step.wait.is_zero() {
+                continue;
+            }
+            if let (Some(at), Some(child)) = (
+                Instant::now().checked_add(step.wait),
+                self.children.get_mut(&id),
+            ) {
+                child.stop_deadline = Some(at);
+                self.timers.insert((at, id, Timer::StopStep));
+            }
+            return;
+        }
+    }
+
+    /// Runs a user's kill command (`/bin/sh -c`) with `CHILD_PID` set, as an untracked helper.
+    fn run_kill_command(&mut self, script: &[u8], pid: libc::pid_t) {
+        let mut command = Command::new([b"/bin/sh".to_vec(), b"-c".to_vec(), script.to_vec()]);
+        command.env = vec![crate::command::EnvChange::Set(
+            b"CHILD_PID".to_vec(),
+            pid.to_string().into_bytes(),
+        )];
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.spawn(id, &command, Box::new(Silent), None);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, id, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::StopStep => {
+                    if let Some(child) = self.children.get_mut(&id) {
+                        child.stop_deadline = None;
+                        self.run_stop_steps(id);
+                    }
+                }
+                Timer::Idle => self.check_idle(id, now),
+            }
+        }
+    }
+
+    fn check_idle(&mut self, id: u64, now: Instant) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        child.idle_deadline = None;
+        let (Some(idle), false) = (child.idle_timeout, child.stopping) else {
+            return;
+        };
+        let due = child.last_output + idle;
+        if due <= now {
+            self.begin_stop(id);
+        } else {
+            child.idle_deadline = Some(due);
+            self.timers.insert((due, id, Timer::Idle));
+        }
+    }
+
+    // ── Output and input ─────────────────────────────────────────────────────────────────────
+
+    fn on_readable(&mut self, id: u64, stream: Stream) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let Some(index) = child.pipes.iter().position(|p| p.stream == stream) else {
+            return;
+        };
+        let fd = child.pipes[index].fd.as_raw_fd();
+        match sys::read(fd, &mut self.buffer) {
+            Ok(n) if n > 0 => {
+                child
+                    .listener
+                    .output(stream, child.os_pid, &self.buffer[..n]);
+                self.count_output(id, stream, n);
+            }
+            Err(Errno::EAGAIN) => {}
+            _ => {
+                // End of file (EIO for a pty whose other side closed): this stream is done.
+                let pipe = child.pipes.swap_remove(index);
+                self.unwatch(pipe.fd.as_raw_fd());
+            }
+        }
+    }
+
+    fn count_output(&mut self, id: u64, stream: Stream, n: usize) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        match stream {
+            Stream::Stdout => child.counters.stdout_bytes += n as u64,
+            Stream::Stderr => child.counters.stderr_bytes += n as u64,
+        }
+        child.last_output = Instant::now();
+        let total = child.counters.stdout_bytes + child.counters.stderr_bytes;
+        if child.max_output.is_some_and(|max| total > max) {
+            self.begin_stop(id);
+        }
+    }
+
+    /// Writes what the child's stdin takes; waits for writability when it takes no more.
+    fn flush_stdin(&mut self, id: u64) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let Some(stdin) = child.stdin.as_mut() else {
+            return;
+        };
+        let fd = stdin.fd.as_raw_fd();
+        let mut broken = false;
+        while let Some(front) = stdin.queue.front() {
+            let bytes = (**front).as_ref();
+            match sys::write(fd, &bytes[stdin.offset..]) {
+                Ok(n) => {
+                    child.counters.stdin_bytes += n as u64;
+                    stdin.offset += n;
+                    if stdin.offset == bytes.len() {
+                        stdin.queue.pop_front();
+                        stdin.offset = 0;
+                    }
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(_) => {
+                    // EPIPE: the child closed its stdin; nothing more can be written.
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        let done = broken || (stdin.eof && stdin.queue.is_empty());
+        if done {
+            if let Some(stdin) = child.stdin.take() {
+                if stdin.watching {
+                    self.unwatch(stdin.fd.as_raw_fd());
+                }
+            }
+            return;
+        }
+        let wants_writable = !stdin.queue.is_empty();
+        if wants_writable != stdin.watching {
+            stdin.watching = wants_writable;
+            if wants_writable {
+                let _ = self.watch(fd, token(id, KIND_STDIN), libc::EPOLLOUT);
+            } else {
+                self.unwatch(fd);
+            }
+        }
+    }
+
+    // ── Exits ────────────────────────────────────────────────────────────────────────────────
+
+    fn on_exit(&mut self, id: u64) {
+        let Some(child) = self.children.get(&id) else {
+            return;
+        };
+        let (pid, pidfd, adopted) = (child.pid, child.pidfd.as_raw_fd(), child.adopted);
+        let kill_rest_of_group = child.stopping && child.kill_group && !adopted;
+        let state = if adopted {
+            // Not our child: the pidfd turning readable is all we can know.
+            sys::ExitState::Lost
+        } else {
+            sys::exit_state(pidfd)
+        };
+        if state == sys::ExitState::Running {
+            return;
+        }
+        if child.guarded() {
+            // While the leader is an unreaped zombie its group id cannot be reused.
+            let writable = self.watchdog.release(pid);
+            self.apply_writable(writable);
+        }
+        let reaped = self.shared.registry.remove(child.os_pid, || match state {
+            sys::ExitState::Exited => {
+                if kill_rest_of_group {
+                    // The zombie leader still pins the group id: no recycled group is hit.
+                    let _ = sys::killpg(pid, libc::SIGKILL);
+                }
+                sys::reap(pid)
+                    .ok()
+                    .map(|(raw, usage)| (ExitStatus::from_raw(raw), usage_of(&usage)))
+            }
+            _ => None,
+        });
+        let Some(mut child) = self.children.remove(&id) else {
+            return;
+        };
+        self.unwatch(pidfd);
+        for pipe in std::mem::take(&mut child.pipes) {
+            self.drain(&mut child, &pipe);
+            self.unwatch(pipe.fd.as_raw_fd());
+        }
+        self.release_resources(id, &mut child);
+        let (status, usage) = match reaped {
+            Some((status, usage)) => (Some(status), Some(usage)),
+            None => (None, None),
+        };
+        child.listener.exited(child.os_pid, status, usage);
+        self.notify_if_idle();
+    }
+
+    /// Unwatches stdin and cancels the timers of a child that is gone.
+    fn release_resources(&mut self, id: u64, child: &mut Child) {
+        if let Some(stdin) = child.stdin.take() {
+            if stdin.watching {
+                self.unwatch(stdin.fd.as_raw_fd());
+            }
+        }
+        if let Some(at) = child.stop_deadline {
+            self.timers.remove(&(at, id, Timer::StopStep));
+        }
+        if let Some(at) = child.idle_deadline {
+            self.timers.remove(&(at, id, Timer::Idle));
+        }
+    }
+
+    /// Reads what the pipe holds now, and no more: a grandchild may keep writing forever.
+    fn drain(&mut self, child: &mut Child, pipe: &Pipe) {
+        let fd = pipe.fd.as_raw_fd();
+        let mut left = sys::bytes_available(fd);
+        while left > 0 {
+            let want = left.min(self.buffer.len());
+            match sys::read(fd, &mut self.buffer[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    left -= n;
+                    child
+                        .listener
+                        .output(pipe.stream, child.os_pid, &self.buffer[..n]);
+                    match pipe.stream {
+                        Stream::Stdout => child.counters.stdout_bytes += n as u64,
+                        Stream::Stderr => child.counters.stderr_bytes += n as u64,
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a panic while handling child `id`: kill it, reap it and report it ended with an
+    /// unknown status, so that its owner is never left waiting.
+    fn abandon(&mut self, id: u64) {
+        let Some(mut child) = self.children.remove(&id) else {
+            return;
+        };
+        if child.guarded() {
+            let writable = self.watchdog.release(child.pid);
+            self.apply_writable(writable);
+        }
+        child.signal(libc::SIGKILL);
+        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+        let adopted = child.adopted;
+        self.shared.registry.remove(child.os_pid, || {
+            (!adopted).then(|| sys::reap(child.pid)).map(drop)
+        });
+        self.unwatch(child.pidfd.as_raw_fd());
+        for pipe in &child.pipes {
+            self.unwatch(pipe.fd.as_raw_fd());
+        }
+        self.release_resources(id, &mut child);
+        child.listener.exited(child.os_pid, None, None);
+        self.notify_if_idle();
+    }
+
+    fn notify_if_idle(&mut self) {
+        if self.children.values().all(|c| c.detach) {
+            for done in self.stop_all_waiters.drain(..) {
+                let _ = catch_unwind(AssertUnwindSafe(done));
+            }
+        }
+    }
+
+    // ── The watchdog ─────────────────────────────────────────────────────────────────────────
 
     /// Starts the watchdog if it is due, telling it every guarded group.
     fn start_watchdog(&mut self) {
@@ -320,7 +1020,7 @@ impl EventLoop {
 
     fn apply(&self, interest: Interest) {
         if let Some(fd) = interest.exit {
-            let _ = self.watch(fd, WATCHDOG_EXIT_TOKEN);
+            let _ = self.watch(fd, WATCHDOG_EXIT_TOKEN, libc::EPOLLIN);
         }
         self.apply_writable(interest.writable);
     }
@@ -328,7 +1028,7 @@ impl EventLoop {
     fn apply_writable(&self, writable: Option<(RawFd, bool)>) {
         match writable {
             Some((fd, true)) => {
-                let _ = self.watch_for(fd, WATCHDOG_STDIN_TOKEN, libc::EPOLLOUT);
+                let _ = self.watch(fd, WATCHDOG_STDIN_TOKEN, libc::EPOLLOUT);
             }
             Some((fd, false)) => self.unwatch(fd),
             None => {}
@@ -347,287 +1047,16 @@ impl EventLoop {
             self.start_watchdog();
         }
     }
+}
 
-    /// Runs `f`, and if it panics, logs it and ends child `id` (0: no child concerned).
-    fn guarded(&mut self, id: u64, f: impl FnOnce(&mut Self)) {
-        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
-            eprintln!("tether: the event loop recovered from a panic (child id {id})");
-            let _ = catch_unwind(AssertUnwindSafe(|| self.abandon(id)));
-        }
-    }
-
-    fn poll_timeout(&self) -> i32 {
-        let next = self.deadlines.first().map(|(at, _)| *at);
-        let next = match (next, self.watchdog.next_start()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match next {
-            None => -1,
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                // Round up so we never wake just before the deadline and spin.
-                left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32
-            }
-        }
-    }
-
-    fn dispatch(&mut self, token: u64) {
-        if token == WAKE_TOKEN {
-            sys::eventfd_drain(self.shared.wake.as_raw_fd());
-            while let Ok(request) = self.receiver.try_recv() {
-                self.handle(request);
-            }
-            return;
-        }
-        if token == WATCHDOG_EXIT_TOKEN {
-            return self.on_watchdog_exit();
-        }
-        if token == WATCHDOG_STDIN_TOKEN {
-            let writable = self.watchdog.flush();
-            return self.apply_writable(writable);
-        }
-        let id = token >> 2;
-        match token & 3 {
-            KIND_EXIT => self.on_exit(id),
-            KIND_STDOUT => self.on_readable(id, Stream::Stdout),
-            _ => self.on_readable(id, Stream::Stderr),
-        }
-    }
-
-    fn handle(&mut self, request: Request) {
-        match request {
-            Request::Spawn {
-                id,
-                command,
-                listener,
-                tag,
-            } => self.guarded(id, |this| this.spawn(id, &command, listener, tag)),
-            Request::Stop { id } => self.guarded(id, |this| this.begin_stop(id)),
-            Request::StopAll { done } => {
-                let ids: Vec<u64> = self
-                    .children
-                    .iter()
-                    .filter(|(_, child)| !child.detach)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    self.guarded(id, |this| this.begin_stop(id));
-                }
-                self.stop_all_waiters.push(done);
-                self.notify_if_idle();
-            }
-        }
-    }
-
-    fn spawn(&mut self, id: u64, command: &Command, mut listener: Box<dyn Listener>, tag: Tag) {
-        let spawned = catch_unwind(AssertUnwindSafe(|| {
-            spawn::spawn(command, &mut self.stack, self.dev_null.as_raw_fd())
-        }))
-        .unwrap_or(Err(SpawnError::Internal));
-        let spawned = match spawned {
-            Ok(spawned) => spawned,
-            Err(error) => return listener.spawned(Err(error)),
-        };
-        let os_pid = spawned.pid as u32;
-        let mut pipes = Vec::new();
-        for (fd, stream, kind) in [
-            (spawned.stdout, Stream::Stdout, KIND_STDOUT),
-            (spawned.stderr, Stream::Stderr, KIND_STDERR),
-        ] {
-            if let Some(fd) = fd {
-                // Cannot fail for a fresh pipe short of ENOMEM; then the stream is not read.
-                if self.watch(fd.as_raw_fd(), token(id, kind)).is_ok() {
-                    pipes.push(Pipe { stream, fd });
-                }
-            }
-        }
-        let _ = self.watch(spawned.pidfd.as_raw_fd(), token(id, KIND_EXIT));
-        self.shared.registry.insert(
-            os_pid,
-            Entry {
-                id,
-                pid: spawned.pid,
-                pidfd: spawned.pidfd.as_raw_fd(),
-                kill_group: command.kill_group,
-                stopping: false,
-                tag,
-            },
-        );
-        if command.kill_group && !command.detach {
-            let writable = self.watchdog.guard(spawned.pid);
-            self.apply_writable(writable);
-        }
-        listener.spawned(Ok(os_pid));
-        self.children.insert(
-            id,
-            Child {
-                os_pid,
-                pid: spawned.pid,
-                pidfd: spawned.pidfd,
-                pipes,
-                listener,
-                kill_timeout: command.kill_timeout,
-                kill_group: command.kill_group,
-                detach: command.detach,
-                stopping: false,
-                deadline: None,
-            },
-        );
-    }
-
-    fn begin_stop(&mut self, id: u64) {
-        let Some(child) = self.children.get_mut(&id) else {
-            return;
-        };
-        if child.stopping {
-            return;
-        }
-        child.stopping = true;
-        self.shared.registry.mark_stopping(child.os_pid);
-        child.signal(libc::SIGTERM);
-        child.signal(libc::SIGCONT);
-        match Instant::now().checked_add(child.kill_timeout) {
-            _ if child.kill_timeout.is_zero() => child.signal(libc::SIGKILL),
-            Some(at) => {
-                child.deadline = Some(at);
-                self.deadlines.insert((at, id));
-            }
-            // A timeout past the end of time: SIGTERM is all it gets.
-            None => {}
-        }
-    }
-
-    fn fire_deadlines(&mut self) {
-        let now = Instant::now();
-        while let Some(&(at, id)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if let Some(child) = self.children.get_mut(&id) {
-                child.deadline = None;
-                child.signal(libc::SIGKILL);
-            }
-        }
-    }
-
-    fn on_readable(&mut self, id: u64, stream: Stream) {
-        let Some(child) = self.children.get_mut(&id) else {
-            return;
-        };
-        let Some(index) = child.pipes.iter().position(|p| p.stream == stream) else {
-            return;
-        };
-        let fd = child.pipes[index].fd.as_raw_fd();
-        match sys::read(fd, &mut self.buffer) {
-            Ok(n) if n > 0 => child
-                .listener
-                .output(stream, child.os_pid, &self.buffer[..n]),
-            Err(Errno::EAGAIN) => {}
-            _ => {
-                // End of file (or a broken pipe): this stream is done.
-                let pipe = child.pipes.swap_remove(index);
-                self.unwatch(pipe.fd.as_raw_fd());
-            }
-        }
-    }
-
-    fn on_exit(&mut self, id: u64) {
-        let Some(child) = self.children.get(&id) else {
-            return;
-        };
-        let (pid, pidfd) = (child.pid, child.pidfd.as_raw_fd());
-        let kill_rest_of_group = child.stopping && child.kill_group;
-        if child.guarded() && sys::exit_state(pidfd) != sys::ExitState::Running {
-            // While the leader is an unreaped zombie its group id cannot be reused.
-            let writable = self.watchdog.release(pid);
-            self.apply_writable(writable);
-        }
-        let reaped = self.shared.registry.remove_if(child.os_pid, || {
-            match sys::exit_state(pidfd) {
-                sys::ExitState::Running => None,
-                sys::ExitState::Lost => Some(None),
-                sys::ExitState::Exited => {
-                    if kill_rest_of_group {
-                        // The zombie leader still pins the group id: no recycled group is hit.
-                        let _ = sys::killpg(pid, libc::SIGKILL);
-                    }
-                    Some(
-                        sys::reap(pid)
-                            .ok()
-                            .map(|(raw, _usage)| ExitStatus::from_raw(raw)),
-                    )
-                }
-            }
-        });
-        let Some(status) = reaped else {
-            return;
-        };
-        let Some(mut child) = self.children.remove(&id) else {
-            return;
-        };
-        self.unwatch(pidfd);
-        for pipe in std::mem::take(&mut child.pipes) {
-            self.drain(&mut child, &pipe);
-            self.unwatch(pipe.fd.as_raw_fd());
-        }
-        if let Some(at) = child.deadline {
-            self.deadlines.remove(&(at, id));
-        }
-        child.listener.exited(child.os_pid, status);
-        self.notify_if_idle();
-    }
-
-    /// Reads what the pipe holds now, and no more: a grandchild may keep writing forever.
-    fn drain(&mut self, child: &mut Child, pipe: &Pipe) {
-        let fd = pipe.fd.as_raw_fd();
-        let mut left = sys::bytes_available(fd);
-        while left > 0 {
-            let want = left.min(self.buffer.len());
-            match sys::read(fd, &mut self.buffer[..want]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    left -= n;
-                    child
-                        .listener
-                        .output(pipe.stream, child.os_pid, &self.buffer[..n]);
-                }
-            }
-        }
-    }
-
-    /// After a panic while handling child `id`: kill it, reap it and report it ended with an
-    /// unknown status, so that its owner is never left waiting.
-    fn abandon(&mut self, id: u64) {
-        let Some(mut child) = self.children.remove(&id) else {
-            return;
-        };
-        if child.guarded() {
-            let writable = self.watchdog.release(child.pid);
-            self.apply_writable(writable);
-        }
-        child.signal(libc::SIGKILL);
-        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
-        self.shared
-            .registry
-            .remove_if(child.os_pid, || Some(sys::reap(child.pid)));
-        self.unwatch(child.pidfd.as_raw_fd());
-        for pipe in &child.pipes {
-            self.unwatch(pipe.fd.as_raw_fd());
-        }
-        if let Some(at) = child.deadline {
-            self.deadlines.remove(&(at, id));
-        }
-        child.listener.exited(child.os_pid, None);
-        self.notify_if_idle();
-    }
-
-    fn notify_if_idle(&mut self) {
-        if self.children.is_empty() {
-            for done in self.stop_all_waiters.drain(..) {
-                let _ = catch_unwind(AssertUnwindSafe(done));
-            }
-        }
+fn usage_of(usage: &libc::rusage) -> Usage {
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Usage {
+        user_time: time(usage.ru_utime),
+        system_time: time(usage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        max_rss: (usage.ru_maxrss.max(0) as u64) * 1024,
     }
 }

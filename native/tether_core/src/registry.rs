@@ -4,6 +4,7 @@
 //! critical section, so a caller that finds an entry here is signalling a process that is alive
 //! or a zombie: its pid (and process group id) cannot have been recycled.
 
+use crate::reactor::WriteError;
 use crate::sys;
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub(crate) struct Entry {
     pub pidfd: RawFd,
     pub kill_group: bool,
     pub stopping: bool,
+    /// The child has a stdin pipe that is not closed yet.
+    pub stdin: bool,
     pub tag: Tag,
 }
 
@@ -80,6 +83,22 @@ impl Registry {
         Ok(entry.id)
     }
 
+    /// The reactor's id of a live child.
+    pub fn id(&self, os_pid: u32) -> Result<u64, NoProcess> {
+        self.lock().get(&os_pid).map(|e| e.id).ok_or(NoProcess)
+    }
+
+    /// The id of a child whose stdin is open; with `close`, marks it closed from now on.
+    pub fn stdin_id(&self, os_pid: u32, close: bool) -> Result<u64, WriteError> {
+        let mut children = self.lock();
+        let entry = children.get_mut(&os_pid).ok_or(WriteError::NoProcess)?;
+        if !entry.stdin {
+            return Err(WriteError::Closed);
+        }
+        entry.stdin = !close;
+        Ok(entry.id)
+    }
+
     /// The os_pids of every live child, ascending.
     pub fn os_pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.lock().keys().copied().collect();
@@ -112,12 +131,12 @@ impl Registry {
         }
     }
 
-    /// Runs `reap` under the lock; when it returns `Some`, the entry is removed in the same
-    /// critical section.
-    pub(crate) fn remove_if<R>(&self, os_pid: u32, reap: impl FnOnce() -> Option<R>) -> Option<R> {
+    /// Runs `reap` and removes the entry in one critical section, so that nobody signals the
+    /// pid between the two.
+    pub(crate) fn remove<R>(&self, os_pid: u32, reap: impl FnOnce() -> R) -> R {
         let mut children = self.lock();
-        let reaped = reap()?;
+        let reaped = reap();
         children.remove(&os_pid);
-        Some(reaped)
+        reaped
     }
 }

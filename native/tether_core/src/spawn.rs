@@ -16,7 +16,7 @@
 //! - `CLONE_PIDFD` gives a descriptor for the child at once: exit is watched and signals are sent
 //!   through it, so a recycled pid is never signalled.
 
-use crate::command::{Command, EnvChange};
+use crate::command::{Command, EnvChange, Group, Input, Output};
 use crate::sys;
 use nix::errno::Errno;
 use std::ffi::CString;
@@ -33,6 +33,8 @@ pub enum SpawnError {
     SigchldIgnored,
     /// The command cannot be represented for `execve` (empty argv, a NUL byte).
     InvalidCommand,
+    /// The `user` does not exist.
+    UnknownUser,
     /// The event loop hit an internal error while spawning.
     Internal,
 }
@@ -44,6 +46,7 @@ impl SpawnError {
             SpawnError::Os(errno) => format!("{errno:?}").to_ascii_lowercase(),
             SpawnError::SigchldIgnored => "sigchld_ignored".into(),
             SpawnError::InvalidCommand => "invalid_command".into(),
+            SpawnError::UnknownUser => "unknown_user".into(),
             SpawnError::Internal => "internal".into(),
         }
     }
@@ -55,13 +58,14 @@ impl From<Errno> for SpawnError {
     }
 }
 
-/// A started child.
+/// A started child, with our ends of its pipes (or of its pty).
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
-    /// Our (non-blocking) write end of the child's stdin.
+    /// Our (non-blocking) write end of the child's stdin (the pty master with a pty).
     pub stdin: Option<OwnedFd>,
+    /// Our (non-blocking) read end of the child's stdout (the pty master with a pty).
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
 }
@@ -82,18 +86,32 @@ impl ChildStack {
     }
 }
 
-/// Everything the child reads, prepared before the clone. Field order matters to nobody.
+/// The child closes this standard descriptor.
+const CLOSE: RawFd = -1;
+/// The child points this standard descriptor where the other output stream goes.
+const OTHER: RawFd = -2;
+
+/// Everything the child reads, prepared before the clone.
 struct ChildContext {
     candidates: *const *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
-    stdin_fd: RawFd,
-    stdout_fd: RawFd,
-    stderr_fd: RawFd,
-    new_group: bool,
+    /// Targets of fds 0, 1, 2: a descriptor, [`CLOSE`] or [`OTHER`].
+    stdio: [RawFd; 3],
+    /// With a pty: the slave, to become the controlling terminal of a new session.
+    controlling_tty: RawFd,
+    /// `setpgid(0, group)` unless negative (0: a new group).
+    group: libc::pid_t,
     pdeathsig: bool,
     parent_pid: libc::pid_t,
+    nice: Option<libc::c_int>,
+    rlimits: *const (libc::__rlimit_resource_t, libc::rlimit),
+    rlimit_count: usize,
+    /// uid, gid and supplementary groups to switch to.
+    user: Option<(libc::uid_t, libc::gid_t)>,
+    groups: *const libc::gid_t,
+    group_count: usize,
     /// 0 until the child fails; then the errno of the failure.
     error: AtomicI32,
 }
@@ -196,6 +214,132 @@ fn prepare(command: &Command) -> Result<Prepared, SpawnError> {
     })
 }
 
+/// The descriptors of one spawn: the child's targets for fds 0–2, ours to keep, and the ones
+/// that only need to stay open until the clone returns.
+struct Stdio {
+    targets: [RawFd; 3],
+    controlling_tty: RawFd,
+    ours: [Option<OwnedFd>; 3],
+    _child_ends: Vec<OwnedFd>,
+}
+
+fn open(path: &[u8], flags: libc::c_int, mode: u32) -> Result<OwnedFd, SpawnError> {
+    let path = cstring(path)?;
+    // SAFETY: `path` is NUL-terminated; the fd is owned just below.
+    let fd = sys::cvt(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
+    let mut child_ends = Vec::new();
+    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    let keep = |fd: OwnedFd, child_ends: &mut Vec<OwnedFd>| {
+        let raw = fd.as_raw_fd();
+        child_ends.push(fd);
+        raw
+    };
+    let pty = command.pty.map(sys::open_pty).transpose()?;
+    let slave = pty.as_ref().map(|(_, slave)| slave.as_raw_fd());
+
+    let stdin = match &command.stdin {
+        Input::Null => dev_null,
+        Input::Close => CLOSE,
+        Input::File(path) => keep(open(path, libc::O_RDONLY, 0)?, &mut child_ends),
+        Input::Pipe => match slave {
+            Some(slave) => slave,
+            None => {
+                let (read, write) = sys::input_pipe(command.pipe_size)?;
+                ours[0] = Some(write);
+                keep(read, &mut child_ends)
+            }
+        },
+    };
+    let mut outputs = [CLOSE; 2];
+    for (index, output) in [&command.stdout, &command.stderr].into_iter().enumerate() {
+        outputs[index] = match output {
+            Output::Null => dev_null,
+            Output::Close => CLOSE,
+            Output::Other => OTHER,
+            Output::File { path, append, mode } => {
+                let flags = libc::O_WRONLY
+                    | libc::O_CREAT
+                    | if *append {
+                        libc::O_APPEND
+                    } else {
+                        libc::O_TRUNC
+                    };
+                keep(open(path, flags, *mode)?, &mut child_ends)
+            }
+            Output::Pipe => match slave {
+                Some(slave) => slave,
+                None => {
+                    let (read, write) = sys::output_pipe(command.pipe_size)?;
+                    ours[index + 1] = Some(read);
+                    keep(write, &mut child_ends)
+                }
+            },
+        };
+    }
+    if let Some((master, slave)) = pty {
+        // One master for both directions: a duplicate lets stdin and stdout be watched apart.
+        if command.stdin == Input::Pipe {
+            ours[0] = Some(sys::duplicate(&master)?);
+        }
+        if command.stdout == Output::Pipe || command.stderr == Output::Pipe {
+            sys::set_nonblocking(&master)?;
+            ours[1] = Some(master);
+        }
+        child_ends.push(slave);
+    }
+    Ok(Stdio {
+        targets: [stdin, outputs[0], outputs[1]],
+        controlling_tty: slave.unwrap_or(CLOSE),
+        ours,
+        _child_ends: child_ends,
+    })
+}
+
+/// uid, gid and supplementary groups of `name`, looked up before the clone (NSS is not
+/// async-signal-safe). Switching users needs root.
+fn lookup_user(name: &[u8]) -> Result<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>), SpawnError> {
+    let cname = cstring(name)?;
+    // SAFETY: passwd is plain data; zeroed is a valid value.
+    let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: valid pointers to the name, the passwd, the buffer and its length.
+    let ret = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut passwd,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if ret != 0 || found.is_null() {
+        return Err(SpawnError::UnknownUser);
+    }
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut count = groups.len() as libc::c_int;
+    // SAFETY: `groups` has room for `count` entries; getgrouplist updates `count`.
+    let ret = unsafe {
+        libc::getgrouplist(
+            cname.as_ptr(),
+            passwd.pw_gid,
+            groups.as_mut_ptr(),
+            &mut count,
+        )
+    };
+    groups.truncate(if ret < 0 { 0 } else { count.max(0) as usize });
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SpawnError::Os(Errno::EPERM));
+    }
+    Ok((passwd.pw_uid, passwd.pw_gid, groups))
+}
+
 /// Starts `command`. `dev_null` is an open `/dev/null` for the streams that are not piped.
 pub fn spawn(
     command: &Command,
@@ -206,18 +350,25 @@ pub fn spawn(
         return Err(SpawnError::SigchldIgnored);
     }
     let prepared = prepare(command)?;
-    let stdin = command
-        .stdin
-        .then(|| sys::input_pipe(command.pipe_size))
-        .transpose()?;
-    let stdout = command
-        .stdout
-        .then(|| sys::output_pipe(command.pipe_size))
-        .transpose()?;
-    let stderr = command
-        .stderr
-        .then(|| sys::output_pipe(command.pipe_size))
-        .transpose()?;
+    let user = command.user.as_deref().map(lookup_user).transpose()?;
+    let stdio = stdio(command, dev_null)?;
+    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = command
+        .rlimits
+        .iter()
+        .map(|r| {
+            let limit = libc::rlimit {
+                rlim_cur: r.soft,
+                rlim_max: r.hard,
+            };
+            (r.resource as libc::__rlimit_resource_t, limit)
+        })
+        .collect();
+    let group = match command.group {
+        _ if command.pty.is_some() => -1, // setsid makes the child a group leader
+        Group::New => 0,
+        Group::Join(pgid) => pgid,
+        Group::Inherit => -1,
+    };
     let context = ChildContext {
         candidates: prepared.candidates.as_ptr(),
         argv: prepared.argv.as_ptr(),
@@ -226,20 +377,26 @@ pub fn spawn(
             .cwd
             .as_ref()
             .map_or(std::ptr::null(), |c| c.as_ptr()),
-        stdin_fd: stdin.as_ref().map_or(dev_null, |(r, _)| r.as_raw_fd()),
-        stdout_fd: stdout.as_ref().map_or(dev_null, |(_, w)| w.as_raw_fd()),
-        stderr_fd: stderr.as_ref().map_or(dev_null, |(_, w)| w.as_raw_fd()),
-        new_group: command.kill_group,
+        stdio: stdio.targets,
+        controlling_tty: stdio.controlling_tty,
+        group,
         pdeathsig: !command.detach,
         // SAFETY: getpid has no preconditions.
         parent_pid: unsafe { libc::getpid() },
+        nice: command.nice,
+        rlimits: rlimits.as_ptr(),
+        rlimit_count: rlimits.len(),
+        user: user.as_ref().map(|(uid, gid, _)| (*uid, *gid)),
+        groups: user
+            .as_ref()
+            .map_or(std::ptr::null(), |(_, _, g)| g.as_ptr()),
+        group_count: user.as_ref().map_or(0, |(_, _, g)| g.len()),
         error: AtomicI32::new(0),
     };
 
     let (pid, pidfd) = clone_child(&context, stack)?;
-    // Our ends only; the child's ends close here.
-    let stdin = stdin.map(|(_, w)| w);
-    let (stdout, stderr) = (stdout.map(|(r, _)| r), stderr.map(|(r, _)| r));
+    // The child's ends close when `stdio` drops; ours are returned.
+    let [stdin, stdout, stderr] = stdio.ours;
     match context.error.load(Ordering::SeqCst) {
         0 => Ok(Spawned {
             pid,
@@ -308,6 +465,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(127)
         };
         let errno = || *libc::__errno_location();
+        let check = |ret: libc::c_int| {
+            if ret == -1 {
+                fail(errno())
+            }
+        };
 
         // Every signal back to its default (raw syscall: glibc refuses 32 and 33), empty mask.
         let default_action = [0u64; 4];
@@ -331,26 +493,41 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             8,
         );
 
-        if context.new_group && libc::setpgid(0, 0) != 0 {
-            fail(errno());
+        if context.controlling_tty >= 0 {
+            // A new session whose controlling terminal is the pty.
+            check(libc::setsid());
+            check(libc::ioctl(context.controlling_tty, libc::TIOCSCTTY, 0));
+        } else if context.group >= 0 {
+            check(libc::setpgid(0, context.group));
         }
         if context.pdeathsig {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                fail(errno());
-            }
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL));
             // The VM may have died between clone and prctl: then nobody owns us.
             if libc::getppid() != context.parent_pid {
                 fail(libc::ESRCH);
             }
         }
-        for (from, to) in [
-            (context.stdin_fd, 0),
-            (context.stdout_fd, 1),
-            (context.stderr_fd, 2),
-        ] {
-            if libc::dup2(from, to) == -1 {
-                fail(errno());
+        for i in 0..context.rlimit_count {
+            let (resource, limit) = &*context.rlimits.add(i);
+            check(libc::setrlimit(*resource, limit));
+        }
+        if let Some(nice) = context.nice {
+            check(libc::setpriority(libc::PRIO_PROCESS, 0, nice));
+        }
+
+        // Standard descriptors: sources first, then the cross-redirected one.
+        for (to, from) in (0..3).zip(context.stdio) {
+            if from == CLOSE {
+                libc::close(to);
+            } else if from != OTHER {
+                check(libc::dup2(from, to));
             }
+        }
+        if context.stdio[1] == OTHER {
+            check(libc::dup2(2, 1));
+        }
+        if context.stdio[2] == OTHER {
+            check(libc::dup2(1, 2));
         }
         // Close-on-exec rather than close, so nothing is lost if exec fails.
         if libc::syscall(
@@ -362,8 +539,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             fail(errno());
         }
-        if !context.cwd.is_null() && libc::chdir(context.cwd) != 0 {
-            fail(errno());
+
+        if let Some((uid, gid)) = context.user {
+            check(libc::setgroups(context.group_count, context.groups));
+            check(libc::setgid(gid));
+            check(libc::setuid(uid));
+        }
+        if !context.cwd.is_null() {
+            check(libc::chdir(context.cwd));
         }
 
         // execvp's rules: keep searching past ENOENT-like errors, remember EACCES.

@@ -67,6 +67,74 @@ fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
     Ok((read, write))
 }
 
+/// A new descriptor for the same open file (close-on-exec).
+pub fn duplicate(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd has no memory effects.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A pseudo-terminal: `(master, slave)`, both close-on-exec, sized and with echo as asked.
+pub fn open_pty(pty: crate::command::Pty) -> Result<(OwnedFd, OwnedFd), Errno> {
+    // SAFETY: posix_openpt has no memory arguments.
+    let master =
+        cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    let master = own_above_stdio(master)?;
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: valid fd; `name` has room for `name.len()` bytes.
+    unsafe {
+        cvt(libc::grantpt(master.as_raw_fd()))?;
+        cvt(libc::unlockpt(master.as_raw_fd()))?;
+        let ret = libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len());
+        if ret != 0 {
+            return Err(Errno::from_raw(ret));
+        }
+    }
+    // SAFETY: `name` is NUL-terminated by ptsname_r.
+    let slave = cvt(unsafe {
+        libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    let slave = own_above_stdio(slave)?;
+    set_window_size(master.as_raw_fd(), pty.rows, pty.cols)?;
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and termios pointer.
+    unsafe {
+        cvt(libc::tcgetattr(slave.as_raw_fd(), &mut termios))?;
+        if pty.echo {
+            termios.c_lflag |= libc::ECHO;
+        } else {
+            termios.c_lflag &= !(libc::ECHO | libc::ECHONL);
+        }
+        cvt(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios))?;
+    }
+    Ok((master, slave))
+}
+
+/// Sets a terminal's size (the child gets SIGWINCH).
+pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> Result<(), Errno> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) }).map(drop)
+}
+
+/// Opens a pidfd for a process we did not start (`Reactor::adopt`).
+pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd, Errno> {
+    // SAFETY: the syscall takes a pid and flags 0.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = cvt(fd as libc::c_int)?;
+    own_above_stdio(fd)
+}
+
 /// Writes what it can of `data` without blocking, retrying on `EINTR`.
 pub fn write(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
     loop {

@@ -81,7 +81,7 @@ impl Watchdog {
         }
         self.last_start = Some(Instant::now());
         let mut command = Command::new([program]);
-        command.stdin = true;
+        command.stdin = crate::command::Input::Pipe;
         command.detach = true;
         command.pipe_size = 0;
         let spawned = match spawn::spawn(&command, stack, dev_null) {

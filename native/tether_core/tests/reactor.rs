@@ -3,13 +3,17 @@
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tether_core::{Command, EnvChange, ExitStatus, Listener, Reactor, SpawnError, State, Stream};
+use tether_core::command::kill_after;
+use tether_core::{
+    Command, EnvChange, ExitStatus, Input, Listener, Output, Pty, Reactor, Rlimit, SpawnError,
+    State, StopAction, StopStep, Stream, Usage,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
     Spawned(Result<u32, SpawnError>),
     Output(Stream, Vec<u8>),
-    Exited(Option<ExitStatus>),
+    Exited(Option<ExitStatus>, Option<Usage>),
 }
 
 struct Recorder(Sender<Event>);
@@ -21,8 +25,8 @@ impl Listener for Recorder {
     fn output(&mut self, stream: Stream, _os_pid: u32, data: &[u8]) {
         let _ = self.0.send(Event::Output(stream, data.to_vec()));
     }
-    fn exited(&mut self, _os_pid: u32, status: Option<ExitStatus>) {
-        let _ = self.0.send(Event::Exited(status));
+    fn exited(&mut self, _os_pid: u32, status: Option<ExitStatus>, usage: Option<Usage>) {
+        let _ = self.0.send(Event::Exited(status, usage));
     }
 }
 
@@ -44,8 +48,8 @@ fn start(command: Command) -> (Result<u32, SpawnError>, Receiver<Event>) {
 
 fn sh(script: &str) -> Command {
     let mut command = Command::new(["/bin/sh", "-c", script]);
-    command.stdout = true;
-    command.stderr = true;
+    command.stdout = Output::Pipe;
+    command.stderr = Output::Pipe;
     command
 }
 
@@ -56,7 +60,7 @@ fn finish(rx: &Receiver<Event>) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>) {
         match rx.recv_timeout(WAIT).expect("event") {
             Event::Output(Stream::Stdout, data) => out.extend(data),
             Event::Output(Stream::Stderr, data) => err.extend(data),
-            Event::Exited(status) => return (out, err, status),
+            Event::Exited(status, _) => return (out, err, status),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -171,7 +175,7 @@ fn exit_is_reported_while_a_grandchild_holds_stdout() {
 #[test]
 fn stop_terms_then_kills_the_group_after_the_timeout() {
     let mut command = sh("trap '' TERM; sleep 100 & echo $!; wait");
-    command.kill_timeout = Duration::from_millis(300);
+    command.stop = kill_after(Duration::from_millis(300));
     let (result, rx) = start(command);
     let os_pid = result.unwrap();
     let grandchild = match rx.recv_timeout(WAIT).unwrap() {
@@ -228,4 +232,197 @@ fn large_output_counts_exactly() {
     let (out, _, status) = run(sh("head -c 100000000 /dev/zero"));
     assert_eq!(out.len(), 100_000_000);
     assert_eq!(status, Some(ExitStatus::Exited(0)));
+}
+
+#[test]
+fn stdin_is_written_in_order_and_closed_after_the_queue() {
+    let mut command = Command::new(["cat"]);
+    command.stdin = Input::Pipe;
+    command.stdout = Output::Pipe;
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..200u32 {
+        let chunk = vec![(i % 251) as u8; 64 * 1024];
+        expected.extend_from_slice(&chunk);
+        reactor().write(os_pid, Box::new(chunk)).unwrap();
+    }
+    reactor().close_stdin(os_pid).unwrap();
+    assert_eq!(
+        reactor().write(os_pid, Box::new(vec![1])),
+        Err(tether_core::WriteError::Closed)
+    );
+    let (out, _, status) = finish(&rx);
+    assert_eq!(out.len(), expected.len());
+    assert!(out == expected, "stdin arrived out of order");
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+}
+
+#[test]
+fn stderr_into_stdout_keeps_the_interleaving() {
+    let mut command = sh("echo 1; echo 2 >&2; echo 3; echo 4 >&2");
+    command.stderr = Output::Other;
+    let (out, err, _) = run(command);
+    assert_eq!(out, b"1\n2\n3\n4\n");
+    assert!(err.is_empty());
+}
+
+#[test]
+fn output_to_files_and_closed_streams() {
+    let dir = std::env::temp_dir().join(format!("tether-core-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("out.txt");
+    std::fs::write(&file, "old\n").unwrap();
+    let path = file.to_str().unwrap().as_bytes().to_vec();
+    let mut command = sh("echo new");
+    command.stdout = Output::File {
+        path: path.clone(),
+        append: true,
+        mode: 0o600,
+    };
+    run(command);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\nnew\n");
+    let mut command = sh("echo again");
+    command.stdout = Output::File {
+        path,
+        append: false,
+        mode: 0o600,
+    };
+    run(command);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "again\n");
+    // A closed stdout: the write fails, the shell says so on stderr.
+    let mut command = sh("echo x || echo closed >&2");
+    command.stdout = Output::Close;
+    let (_, err, _) = run(command);
+    assert!(String::from_utf8_lossy(&err).contains("closed"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_pty_is_a_terminal_with_the_asked_size() {
+    let mut command = sh("test -t 0 && test -t 1 && stty size");
+    command.pty = Some(Pty {
+        rows: 33,
+        cols: 101,
+        echo: false,
+    });
+    command.stdin = Input::Pipe;
+    command.stderr = Output::Pipe;
+    let (out, _, status) = run(command);
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "33 101");
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+}
+
+#[test]
+fn a_stop_sequence_runs_its_steps_in_order() {
+    let mut command =
+        sh("trap 'echo got INT' INT; trap '' TERM; echo ready; while :; do sleep 0.05; done");
+    command.stop = vec![
+        StopStep {
+            action: StopAction::Signal(libc::SIGINT),
+            wait: Duration::from_millis(300),
+        },
+        StopStep {
+            action: StopAction::Signal(libc::SIGTERM),
+            wait: Duration::from_millis(300),
+        },
+    ];
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    assert!(matches!(rx.recv_timeout(WAIT).unwrap(), Event::Output(_, d) if d == b"ready\n"));
+    let started = Instant::now();
+    reactor().stop_os_pid(os_pid).unwrap();
+    let (out, _, status) = finish(&rx);
+    assert!(String::from_utf8_lossy(&out).contains("got INT"));
+    assert_eq!(
+        status,
+        Some(ExitStatus::Signaled {
+            signal: 9,
+            core_dumped: false
+        })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(590));
+}
+
+#[test]
+fn a_kill_command_gets_the_child_pid() {
+    let mut command = sh("echo ready; sleep 100");
+    command.stop = vec![StopStep {
+        action: StopAction::Command(b"kill -USR1 $CHILD_PID".to_vec()),
+        wait: Duration::from_secs(5),
+    }];
+    command.kill_group = false;
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    assert!(matches!(rx.recv_timeout(WAIT).unwrap(), Event::Output(_, d) if d == b"ready\n"));
+    reactor().stop_os_pid(os_pid).unwrap();
+    let (_, _, status) = finish(&rx);
+    assert_eq!(
+        status,
+        Some(ExitStatus::Signaled {
+            signal: libc::SIGUSR1,
+            core_dumped: false
+        })
+    );
+}
+
+#[test]
+fn idle_timeout_and_max_output_stop_the_child() {
+    let mut command = sh("echo hi; sleep 100");
+    command.idle_timeout = Some(Duration::from_millis(200));
+    let started = Instant::now();
+    let (out, _, status) = run(command);
+    assert_eq!(out, b"hi\n");
+    assert_eq!(
+        status,
+        Some(ExitStatus::Signaled {
+            signal: 15,
+            core_dumped: false
+        })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(190));
+
+    let mut command = Command::new(["yes"]);
+    command.stdout = Output::Pipe;
+    command.max_output = Some(1 << 20);
+    let (out, _, status) = run(command);
+    assert!(out.len() > 1 << 20);
+    assert!(matches!(status, Some(ExitStatus::Signaled { .. })));
+}
+
+#[test]
+fn rlimits_and_nice_apply() {
+    let mut command = sh("ulimit -n; nice");
+    command.rlimits = vec![Rlimit {
+        resource: libc::RLIMIT_NOFILE as i32,
+        soft: 77,
+        hard: 77,
+    }];
+    command.nice = Some(7);
+    let (out, _, _) = run(command);
+    assert_eq!(out, b"77\n7\n");
+}
+
+#[test]
+fn usage_is_reported() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    reactor().spawn(
+        Command::new([
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done",
+        ]),
+        Box::new(Recorder(tx)),
+        Arc::new(()),
+    );
+    let usage = loop {
+        if let Event::Exited(_, usage) = rx.recv_timeout(WAIT).unwrap() {
+            break usage.unwrap();
+        }
+    };
+    assert!(
+        usage.user_time + usage.system_time > Duration::from_millis(10),
+        "{usage:?}"
+    );
+    assert!(usage.max_rss > 0);
 }
