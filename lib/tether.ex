@@ -26,30 +26,75 @@ defmodule Tether do
 
   ## Options
 
-  A list of atoms and `{key, value}` tuples (a keyword list works):
+  A list of atoms and `{key, value}` tuples (a keyword list works). Bad options raise
+  `ArgumentError` naming the option; nothing is spawned.
+
+  Monitoring and linking:
 
     * `:monitor` - send one `{:DOWN, os_pid, :process, pid, reason}` to the caller when the OS
       process has exited and all of its output has been delivered.
-    * `:stdout`, `:stderr` - send the stream to the caller as `{:stdout, os_pid, binary}` and
-      `{:stderr, os_pid, binary}`.
-    * `{:stdout, destination}`, `{:stderr, destination}` - where the stream goes: a local pid,
-      `{:send, pid}` (the same), or `:null` (discard; the default for both streams).
+    * `:link` - link the caller and the `Tether.Process` (see `run_link/2`).
+    * `{:success_exit_code, code}` - exit code `code` is reported as `:normal`, like 0.
+
+  Input:
+
+    * `:stdin` - a pipe to write with `send/2`; `send(os_pid, :eof)` closes it.
+    * `{:stdin, :null | :close | path}` - `/dev/null` (the default), a closed fd 0, or a file.
+
+  Output (`:stdout` and `:stderr` alike):
+
+    * `:stdout`, `:stderr` - send the stream to the caller.
+    * `{:stdout, destination}` - a local pid or `{:send, pid}` (messages), a `fun(stream,
+      os_pid, data)` of arity 3 (run by the `Tether.Process`, in order), `:print` (each chunk
+      to `Logger.info` with the os_pid), a path (truncated), `{path, [:append, {:mode,
+      0o600}]}`, `:null` (discard; the default), `:close` (fd closed), or the other stream:
+      `{:stderr, :stdout}` sends stderr where stdout goes, interleaved exactly as written
+      (`{:stdout, :stderr}` the reverse).
+
+  Environment:
+
     * `{:env, env}` - changes to the inherited environment, applied in order: `{"NAME", "value"}`
       sets, `{"NAME", false}` (or `nil`) unsets, `:clear` empties the environment.
     * `{:cd, dir}` - the working directory.
+    * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
+    * `{:user, name}` - run as that user (its uid, gid and supplementary groups). Needs root;
+      otherwise `run/2` returns `{:error, :eperm}` (`{:error, :unknown_user}` for no such user).
+    * `{:nice, n}` - the scheduling priority, -20..19.
+    * `{:rlimit, [nofile: 1024, as: bytes, cpu: seconds, core: 0]}` - resource limits, each a
+      number (soft = hard), `{soft, hard}` or `:infinity`.
+
+  Stopping:
+
     * `{:kill_timeout, seconds}` - time between the SIGTERM of `stop/1` and SIGKILL. Defaults
       to `5`. `0` kills at once.
-    * `{:kill_group, boolean}` - `stop/1` and `kill/2` address the child's whole process group
-      (the child leads a new group). Defaults to `true`; with `false` the child stays in the
-      VM's group and only it is signalled.
-    * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
-    * `{:group, 0}` - the child leads a new process group (the default; erlexec's spelling).
+    * `{:kill, command}` - stop by running `/bin/sh -c command` with `CHILD_PID` in its
+      environment instead of sending SIGTERM; SIGKILL follows after `:kill_timeout`.
+    * `{:kill_sequence, [sigint: 2000, sigterm: 3000, sigkill: 0]}` - the stop as data: each
+      signal, then the wait (ms) before the next. SIGKILL ends every sequence (added if absent).
+    * `{:kill_group, boolean}` - `stop/1` and `kill/2` address the child's whole process group.
+      Defaults to `true`; with `false` only the child is signalled.
+    * `{:group, 0 | pgid | :inherit}` - the child leads a new group (`0`, the default), joins
+      group `pgid`, or stays in the VM's group (then only the child is ever signalled).
+    * `{:idle_timeout, ms}` - stop the process once it has written no output for `ms`.
+    * `{:max_output, bytes}` - stop the process once it has written more than `bytes` to the
+      streams Tether reads (those sent to a pid, a fun or `:print`).
     * `{:detach, true}` - let the process outlive its owner and the VM on purpose: it is not
       stopped when its owner dies or its `Tether.Process` goes, not stopped when the `:tether`
       application stops, not killed when the VM dies. `stop/1` and `kill/2` still work while the
       VM lives. Defaults to `false`.
 
-  Bad options raise `ArgumentError` naming the option; nothing is spawned.
+  Terminals:
+
+    * `:pty` - run the process on a pseudo-terminal (stdin, and the piped output streams, are
+      the terminal; its output arrives as `:stdout`). `{:winsz, {rows, cols}}` sets its size
+      (default 24×80; `winsz/3` changes it later), `:pty_echo` turns echo on.
+
+  Waiting:
+
+    * `:sync` - wait for the exit and return `{:ok, [stdout: chunks, stderr: chunks]}` (the
+      streams sent to the caller) on a `:normal` exit, `{:error, [exit_status: code, ...]}`
+      (or `exit_signal: name`) otherwise. With `{:timeout, ms}` the process is stopped when the
+      time is up and `{:error, :timeout}` is returned.
 
   ## Messages
 
@@ -103,34 +148,75 @@ defmodule Tether do
       iex> Tether.run(["/nonexistent/program"])
       {:error, :enoent}
   """
-  @spec run(command, options) :: {:ok, pid, os_pid} | {:error, atom}
+  @spec run(command, options) ::
+          {:ok, pid, os_pid} | {:error, atom} | {:ok, keyword} | {:error, keyword}
   def run(command, options \\ []) do
-    {link?, options} = take_link(options)
     spec = Tether.Options.build!(command, options, self())
-    Tether.Process.start(spec, link?)
+    if spec.sync, do: run_sync(spec), else: Tether.Process.start(spec)
   end
+
+  defp run_sync(spec) do
+    # The :DOWN must reach us, through the Tether.Process when it runs output handlers.
+    spec = if spec.handlers == %{}, do: %{spec | monitor: self()}, else: %{spec | down_to: self()}
+    collect? = fn stream -> spec[stream] == {:pipe, self()} end
+    streams = Enum.filter([:stdout, :stderr], collect?)
+    deadline = if spec.timeout == :infinity, do: :infinity, else: now() + spec.timeout
+
+    with {:ok, _pid, os_pid} <- Tether.Process.start(spec) do
+      collect_sync(os_pid, deadline, Map.new(streams, &{&1, []}))
+    end
+  end
+
+  defp collect_sync(os_pid, deadline, acc) do
+    timeout = if deadline == :infinity, do: :infinity, else: max(deadline - now(), 0)
+
+    receive do
+      {stream, ^os_pid, data} when stream in [:stdout, :stderr] ->
+        collect_sync(os_pid, deadline, Map.update(acc, stream, [data], &[data | &1]))
+
+      {:DOWN, ^os_pid, :process, _, reason} ->
+        output =
+          for stream <- [:stdout, :stderr],
+              Map.has_key?(acc, stream),
+              do: {stream, Enum.reverse(acc[stream])}
+
+        case reason do
+          :normal -> {:ok, output}
+          {:exit_status, code} -> {:error, [exit_status: code] ++ output}
+          {:signal, signal, _core} -> {:error, [exit_signal: signal] ++ output}
+          other -> {:error, [exit_status: other] ++ output}
+        end
+    after
+      timeout ->
+        stop(os_pid)
+
+        receive do
+          {:DOWN, ^os_pid, :process, _, _} -> :ok
+        end
+
+        flush_output(os_pid)
+        {:error, :timeout}
+    end
+  end
+
+  defp flush_output(os_pid) do
+    receive do
+      {stream, ^os_pid, _} when stream in [:stdout, :stderr] -> flush_output(os_pid)
+    after
+      0 -> :ok
+    end
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
 
   @doc """
   Like `run/2`, and links the caller to the `Tether.Process`: an exit with a non-zero status
   reaches the caller as an exit signal with the reason of the `:DOWN` message.
   """
   @spec run_link(command, options) :: {:ok, pid, os_pid} | {:error, atom}
-  def run_link(command, options \\ []) do
-    run(command, [:link | List.wrap(options)])
+  def run_link(command, options \\ []) when is_list(options) do
+    run(command, [:link | options])
   end
-
-  # Improper lists and other shapes go through untouched: Tether.Options rejects them.
-  defp take_link([:link | rest]), do: take_link(rest) |> then(fn {_, r} -> {true, r} end)
-
-  defp take_link([{:link, flag} | rest]) when is_boolean(flag),
-    do: take_link(rest) |> then(fn {_, r} -> {flag, r} end)
-
-  defp take_link([option | rest]) do
-    {link?, rest} = take_link(rest)
-    {link?, [option | rest]}
-  end
-
-  defp take_link(options), do: {false, options}
 
   @doc """
   Stops an OS process: SIGTERM to its process group, then SIGKILL after its `:kill_timeout`.
@@ -203,6 +289,187 @@ defmodule Tether do
   def pid(os_pid) do
     with {:ok, os_pid} <- resolve(os_pid), do: Tether.Native.process_of(os_pid)
   end
+
+  @doc """
+  Writes `data` (iodata) to the stdin of a process started with `:stdin`, or closes its stdin
+  with `:eof` once everything queued before is written. Never blocks: data waits in the native
+  event loop until the pipe takes it, in order, whatever its size.
+
+      iex> {:ok, _pid, os_pid} = Tether.run(["cat"], [:stdin, :stdout, :monitor])
+      iex> Tether.send(os_pid, ["hello", ?\\s, "world"])
+      :ok
+      iex> Tether.send(os_pid, :eof)
+      :ok
+      iex> receive do {:stdout, ^os_pid, data} -> data end
+      "hello world"
+      iex> Tether.send(os_pid, "more")
+      {:error, :closed}
+  """
+  @spec send(target, iodata | :eof) :: :ok | {:error, :no_process | :closed}
+  def send(target, :eof) do
+    with {:ok, os_pid} <- resolve(target), do: Tether.Native.close_stdin(os_pid)
+  end
+
+  def send(target, data) when is_binary(data) or is_list(data) do
+    binary =
+      try do
+        IO.iodata_to_binary(data)
+      rescue
+        ArgumentError -> raise ArgumentError, "expected iodata or :eof, got: #{inspect(data)}"
+      end
+
+    with {:ok, os_pid} <- resolve(target), do: Tether.Native.write(os_pid, binary)
+  end
+
+  def send(_target, data) do
+    raise ArgumentError, "expected iodata or :eof, got: #{inspect(data)}"
+  end
+
+  @doc "Sets the window size of a process started with `:pty` (it gets SIGWINCH)."
+  @spec winsz(target, pos_integer, pos_integer) :: :ok | {:error, :no_process}
+  def winsz(target, rows, cols) when rows in 1..65_535 and cols in 1..65_535 do
+    with {:ok, os_pid} <- resolve(target), do: Tether.Native.winsz(os_pid, rows, cols)
+  end
+
+  def winsz(_target, rows, cols) do
+    raise ArgumentError, "invalid window size: #{inspect({rows, cols})} (expected 1..65535 each)"
+  end
+
+  @manage_options [:monitor, :link, :kill_timeout, :kill, :kill_sequence, :kill_group, :detach] ++
+                    [:success_exit_code]
+
+  @doc """
+  Adopts an OS process started elsewhere: it gets a `Tether.Process`, can be monitored,
+  stopped and killed, and is stopped when the caller dies, like a process of `run/2`. Its exit
+  status cannot be known (it is not our child): its reason is `:unknown`.
+
+  Options: `:monitor`, `:link`, `:kill_timeout`, `:kill`, `:kill_sequence`, `:detach`, and
+  `:kill_group` (defaults to `false` here: the process may not lead a group of its own).
+
+      iex> port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["10"])
+      iex> {:os_pid, os_pid} = Port.info(port, :os_pid)
+      iex> {:ok, _pid, ^os_pid} = Tether.manage(os_pid, [:monitor])
+      iex> Tether.stop(os_pid)
+      :ok
+      iex> receive do {:DOWN, ^os_pid, :process, _, reason} -> reason end
+      :unknown
+  """
+  @spec manage(os_pid, options) :: {:ok, pid, os_pid} | {:error, atom}
+  def manage(os_pid, options \\ []) when is_integer(os_pid) and is_list(options) do
+    Enum.each(options, fn option ->
+      key = if is_tuple(option), do: elem(option, 0), else: option
+
+      key in @manage_options or
+        raise ArgumentError, "option #{inspect(option)} is not supported by Tether.manage/2"
+    end)
+
+    spec = Tether.Options.build!(["managed"], [kill_group: false] ++ options, self())
+
+    case resolve(os_pid) do
+      {:ok, os_pid} ->
+        case Tether.Process.start(spec, adopt: os_pid) do
+          {:error, :esrch} -> {:error, :no_process}
+          other -> other
+        end
+
+      error ->
+        error
+    end
+  end
+
+  @doc """
+  A drop-in for `System.cmd/3` that never leaves its process behind: returns
+  `{collectable, exit_status}`. Options: `:into` (default `""`), `:cd`, `:env`, `:arg0`,
+  `:stderr_to_stdout`, `:parallelism` (accepted, unused), plus `:input` (iodata or an
+  Enumerable of iodata, written to stdin, then EOF) and `:timeout` (ms; the process is stopped
+  and `{collectable, :timeout}` returned). Without `:stderr_to_stdout`, stderr goes to the
+  VM's stderr, as with `System.cmd/3`. A signal death gives `128 + signal`, as a shell does.
+
+      iex> Tether.cmd("echo", ["hello"])
+      {"hello\\n", 0}
+      iex> Tether.cmd("sh", ["-c", "cat; exit 3"], input: ["a", "b"])
+      {"ab", 3}
+      iex> Tether.cmd("sh", ["-c", "echo out; echo err >&2"], stderr_to_stdout: true)
+      {"out\\nerr\\n", 0}
+  """
+  @spec cmd(binary, [binary], keyword) :: {Collectable.t(), non_neg_integer | :timeout}
+  def cmd(command, args, options \\ [])
+      when is_binary(command) and is_list(args) and is_list(options) do
+    {into, options} = Keyword.pop(options, :into, "")
+    {input, options} = Keyword.pop(options, :input)
+    {timeout, options} = Keyword.pop(options, :timeout, :infinity)
+    {stderr_to_stdout, options} = Keyword.pop(options, :stderr_to_stdout, false)
+    {arg0, options} = Keyword.pop(options, :arg0)
+    {_parallelism, options} = Keyword.pop(options, :parallelism)
+
+    run_options =
+      Enum.map(options, fn
+        {:cd, dir} -> {:cd, dir}
+        {:env, env} -> {:env, env}
+        {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3"
+        other -> raise ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options"
+      end)
+
+    program =
+      if String.contains?(command, "/"),
+        do: command,
+        else: System.find_executable(command) || raise(ErlangError, original: :enoent)
+
+    argv = [arg0 || command | args]
+
+    run_options =
+      [
+        :stdout,
+        :monitor,
+        executable: program,
+        stderr: if(stderr_to_stdout, do: :stdout, else: :inherit)
+      ] ++
+        if(input, do: [:stdin], else: []) ++ run_options
+
+    {:ok, _pid, os_pid} =
+      case run(argv, run_options) do
+        {:ok, _, _} = ok -> ok
+        {:error, reason} -> raise ErlangError, original: reason
+      end
+
+    if input, do: feed(os_pid, input)
+    {acc, collector} = Collectable.into(into)
+    deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
+    collect_cmd(os_pid, deadline, acc, collector)
+  end
+
+  defp feed(os_pid, input) when is_binary(input) or is_list(input) do
+    Tether.send(os_pid, input)
+    Tether.send(os_pid, :eof)
+  end
+
+  defp feed(os_pid, input) do
+    Enum.each(input, &Tether.send(os_pid, &1))
+    Tether.send(os_pid, :eof)
+  end
+
+  defp collect_cmd(os_pid, deadline, acc, collector) do
+    timeout = if deadline == :infinity, do: :infinity, else: max(deadline - now(), 0)
+
+    receive do
+      {:stdout, ^os_pid, data} ->
+        collect_cmd(os_pid, deadline, collector.(acc, {:cont, data}), collector)
+
+      {:DOWN, ^os_pid, :process, _, reason} ->
+        {collector.(acc, :done), exit_code(reason)}
+    after
+      timeout ->
+        stop(os_pid)
+        receive do: ({:DOWN, ^os_pid, :process, _, _} -> :ok)
+        flush_output(os_pid)
+        {collector.(acc, :done), :timeout}
+    end
+  end
+
+  defp exit_code(:normal), do: 0
+  defp exit_code({:exit_status, code}), do: code
+  defp exit_code({:signal, signal, _}), do: 128 + signal_number(signal)
+  defp exit_code(_), do: 255
 
   @max_os_pid 0x7FFFFFFF
 

@@ -33,6 +33,12 @@ defmodule Tether.Native do
   end
 
   def start(_spec, _owner, _process), do: err()
+  def adopt(_os_pid, _spec, _owner, _process), do: err()
+  def write(_os_pid, _binary), do: err()
+  def close_stdin(_os_pid), do: err()
+  def winsz(_os_pid, _rows, _cols), do: err()
+  def counters(_os_pid, _reply_to, _ref), do: err()
+  def rlimit_known(_name), do: err()
   def stop(_os_pid), do: err()
   def kill(_os_pid, _signal), do: err()
   def status(_os_pid), do: err()

@@ -3,33 +3,63 @@ defmodule Tether.Options do
   Validates and normalises the command and options of `Tether.run/2`: the one place where
   options are checked. Bad input raises `ArgumentError` naming the option; what comes out is a
   spec of typed values that the NIF decodes without further checks.
+
+  The spec also carries what only Elixir uses: output handlers (funs and `:print`, run by the
+  `Tether.Process`), `:link`, `:sync` and its `:timeout`.
   """
 
-  @typedoc "The normalised spec handed to the NIF."
+  require Logger
+
+  @typedoc "The normalised spec. The NIF reads the native keys and ignores the others."
   @type spec :: %{
           argv: [binary],
           executable: binary | nil,
           env: [{binary, binary | nil} | :clear],
           cd: binary | nil,
-          stdout: pid | nil,
-          stderr: pid | nil,
-          monitor: pid | nil,
-          kill_timeout_ms: non_neg_integer,
+          stdin: :null | :pipe | :close | {:file, binary},
+          stdout: output,
+          stderr: output,
+          pty: {pos_integer, pos_integer, boolean} | nil,
+          group: :new | :inherit | pos_integer,
           kill_group: boolean,
-          detach: boolean
+          stop: [{:signal, 0..64, non_neg_integer} | {:command, binary, non_neg_integer}],
+          detach: boolean,
+          nice: -20..19 | nil,
+          user: binary | nil,
+          rlimits: [{binary, non_neg_integer, non_neg_integer}],
+          idle_timeout_ms: pos_integer | nil,
+          max_output: pos_integer | nil,
+          monitor: pid | nil,
+          success_exit_code: 0..255,
+          handlers: %{optional(:stdout | :stderr) => (atom, pos_integer, binary -> any)},
+          link: boolean,
+          sync: boolean,
+          timeout: timeout
         }
 
+  @typedoc "The OS side of an output stream, and where piped data goes."
+  @type output ::
+          :null
+          | :close
+          | :other
+          | {:pipe, pid | :process}
+          | {:file, binary, boolean, non_neg_integer}
+          | :inherit
+
   @default_kill_timeout 5
+  # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
+  @max_timeout_ms 4_294_967_296
+  @rlim_infinity 18_446_744_073_709_551_615
 
   @doc """
   Builds the spec for `command` and `options`, as run by `caller`.
 
       iex> spec = Tether.Options.build!(["echo", "hi"], [:stdout, kill_timeout: 2], self())
-      iex> {spec.argv, spec.stdout == self(), spec.kill_timeout_ms}
-      {["echo", "hi"], true, 2000}
+      iex> {spec.argv, spec.stdout == {:pipe, self()}, spec.stop}
+      {["echo", "hi"], true, [{:signal, 15, 2000}, {:signal, 9, 0}]}
 
-      iex> Tether.Options.build!("echo hi", [], self()).argv
-      ["/bin/sh", "-c", "echo hi"]
+      iex> Tether.Options.build!("echo hi", [{:stderr, :stdout}], self()) |> Map.take([:argv, :stderr])
+      %{argv: ["/bin/sh", "-c", "echo hi"], stderr: :other}
 
       iex> Tether.Options.build!(["true"], [colour: :blue], self())
       ** (ArgumentError) unknown option :colour in Tether.run/2 options
@@ -44,20 +74,41 @@ defmodule Tether.Options do
       executable: nil,
       env: [],
       cd: nil,
-      stdout: nil,
-      stderr: nil,
-      monitor: nil,
-      kill_timeout_ms: seconds_to_ms!(@default_kill_timeout),
+      stdin: :null,
+      stdout: :null,
+      stderr: :null,
+      pty: nil,
+      pty_echo: false,
+      group: :new,
       kill_group: true,
-      detach: false
+      kill_timeout_ms: @default_kill_timeout * 1000,
+      kill_command: nil,
+      kill_sequence: nil,
+      stop: [],
+      detach: false,
+      nice: nil,
+      user: nil,
+      rlimits: [],
+      idle_timeout_ms: nil,
+      max_output: nil,
+      monitor: nil,
+      success_exit_code: 0,
+      handlers: %{},
+      link: false,
+      sync: false,
+      timeout: :infinity
     }
 
-    Enum.reduce(options, base, &option!(&1, &2, caller))
+    options
+    |> Enum.reduce(base, &option!(&1, &2, caller))
+    |> finish!()
   end
 
   def build!(_command, options, _caller) do
     raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
   end
+
+  # ── Commands ─────────────────────────────────────────────────────────────────────────────
 
   defp argv!(command) when is_binary(command) do
     argv!(["/bin/sh", "-c", command])
@@ -85,50 +136,137 @@ defmodule Tether.Options do
             "got: #{inspect(command)}"
   end
 
-  defp option!(:monitor, spec, caller), do: %{spec | monitor: caller}
+  # ── Options ──────────────────────────────────────────────────────────────────────────────
+
+  @flags [
+    monitor: {:monitor, :caller},
+    stdin: {:stdin, :pipe},
+    stdout: {:stdout, :caller},
+    stderr: {:stderr, :caller},
+    pty: {:pty, :default},
+    pty_echo: {:pty_echo, true},
+    kill_group: {:kill_group, true},
+    detach: {:detach, true},
+    link: {:link, true},
+    sync: {:sync, true}
+  ]
+
+  defp option!(flag, spec, caller) when is_atom(flag) do
+    case Keyword.fetch(@flags, flag) do
+      {:ok, {key, value}} -> option!({key, value}, spec, caller)
+      :error -> raise ArgumentError, "unknown option #{inspect(flag)} in Tether.run/2 options"
+    end
+  end
+
+  defp option!({:monitor, :caller}, spec, caller), do: %{spec | monitor: caller}
   defp option!({:monitor, true}, spec, caller), do: %{spec | monitor: caller}
   defp option!({:monitor, false}, spec, _caller), do: %{spec | monitor: nil}
-  defp option!(:stdout, spec, caller), do: %{spec | stdout: caller}
-  defp option!(:stderr, spec, caller), do: %{spec | stderr: caller}
 
-  defp option!({stream, destination}, spec, _caller) when stream in [:stdout, :stderr] do
-    Map.put(spec, stream, destination!(stream, destination))
+  defp option!({:stdin, value}, spec, _caller), do: %{spec | stdin: input!(value)}
+
+  defp option!({stream, destination}, spec, caller) when stream in [:stdout, :stderr] do
+    {native, handler} = output!(stream, destination, caller)
+
+    handlers =
+      if handler,
+        do: Map.put(spec.handlers, stream, handler),
+        else: Map.delete(spec.handlers, stream)
+
+    %{spec | stream => native, handlers: handlers}
   end
 
   defp option!({:env, env}, spec, _caller), do: %{spec | env: env!(env)}
   defp option!({:cd, dir}, spec, _caller), do: %{spec | cd: path!(dir, :cd)}
 
+  defp option!({:executable, path}, spec, _caller),
+    do: %{spec | executable: path!(path, :executable)}
+
   defp option!({:kill_timeout, seconds}, spec, _caller) do
-    %{spec | kill_timeout_ms: seconds_to_ms!(seconds)}
+    %{spec | kill_timeout_ms: ms!(seconds, :kill_timeout, 1000)}
   end
 
-  defp option!({:kill_group, flag}, spec, _caller) when is_boolean(flag) do
-    %{spec | kill_group: flag}
+  defp option!({:kill, command}, spec, _caller) when is_binary(command) and command != "" do
+    %{spec | kill_command: c_string!(command, ":kill option")}
   end
 
-  defp option!(:kill_group, spec, _caller), do: %{spec | kill_group: true}
-  defp option!(:detach, spec, _caller), do: %{spec | detach: true}
-  # erlexec's {:group, 0}: a new group led by the child, which is the default.
-  defp option!({:group, 0}, spec, _caller), do: %{spec | kill_group: true}
+  defp option!({:kill_sequence, [_ | _] = steps}, spec, _caller) do
+    proper_list?(steps) or bad!(:kill_sequence, steps, "a list like [sigint: 2000, sigkill: 0]")
 
-  defp option!({:detach, flag}, spec, _caller) when is_boolean(flag) do
-    %{spec | detach: flag}
+    steps =
+      Enum.map(steps, fn
+        {signal, wait} -> {:signal, signal!(signal, :kill_sequence), ms!(wait, :kill_sequence, 1)}
+        other -> bad!(:kill_sequence, other, "{signal, milliseconds} entries")
+      end)
+
+    %{spec | kill_sequence: steps}
   end
 
-  defp option!({:executable, path}, spec, _caller) do
-    %{spec | executable: path!(path, :executable)}
+  defp option!({:kill_group, flag}, spec, _caller) when is_boolean(flag),
+    do: %{spec | kill_group: flag}
+
+  defp option!({:group, 0}, spec, _caller), do: %{spec | group: :new}
+
+  defp option!({:group, pgid}, spec, _caller)
+       when is_integer(pgid) and pgid > 1 and pgid < 2_147_483_648,
+       do: %{spec | group: pgid}
+
+  defp option!({:group, :inherit}, spec, _caller), do: %{spec | group: :inherit}
+  defp option!({:detach, flag}, spec, _caller) when is_boolean(flag), do: %{spec | detach: flag}
+
+  defp option!({:pty, :default}, spec, _caller), do: %{spec | pty: spec.pty || {24, 80}}
+  defp option!({:pty, true}, spec, caller), do: option!({:pty, :default}, spec, caller)
+  defp option!({:pty, false}, spec, _caller), do: %{spec | pty: nil}
+
+  defp option!({:winsz, {rows, cols}}, spec, _caller)
+       when rows in 1..65_535 and cols in 1..65_535,
+       do: %{spec | pty: {rows, cols}}
+
+  defp option!({:pty_echo, flag}, spec, _caller) when is_boolean(flag),
+    do: %{spec | pty_echo: flag}
+
+  defp option!({:nice, n}, spec, _caller) when n in -20..19, do: %{spec | nice: n}
+
+  defp option!({:user, user}, spec, _caller)
+       when is_atom(user) and user not in [nil, true, false],
+       do: option!({:user, Atom.to_string(user)}, spec, nil)
+
+  defp option!({:user, user}, spec, _caller) when is_binary(user) or is_list(user) do
+    user = chardata!(user, "invalid value for :user option")
+    user != "" or bad!(:user, user, "a user name")
+    %{spec | user: c_string!(user, ":user option")}
   end
 
-  defp option!({key, value}, _spec, _caller)
-       when key in [:monitor, :kill_group, :detach] do
+  defp option!({:rlimit, limits}, spec, _caller) when is_list(limits) do
+    proper_list?(limits) or bad!(:rlimit, limits, "a keyword list like [nofile: 1024]")
+    %{spec | rlimits: spec.rlimits ++ Enum.map(limits, &rlimit!/1)}
+  end
+
+  defp option!({:idle_timeout, ms}, spec, _caller),
+    do: %{spec | idle_timeout_ms: positive_ms!(ms, :idle_timeout)}
+
+  defp option!({:max_output, bytes}, spec, _caller) when is_integer(bytes) and bytes > 0,
+    do: %{spec | max_output: bytes}
+
+  defp option!({:success_exit_code, code}, spec, _caller) when code in 0..255,
+    do: %{spec | success_exit_code: code}
+
+  defp option!({:link, flag}, spec, _caller) when is_boolean(flag), do: %{spec | link: flag}
+  defp option!({:sync, flag}, spec, _caller) when is_boolean(flag), do: %{spec | sync: flag}
+
+  defp option!({:timeout, :infinity}, spec, _caller), do: %{spec | timeout: :infinity}
+
+  defp option!({:timeout, ms}, spec, _caller),
+    do: %{spec | timeout: positive_ms!(ms, :timeout)}
+
+  @known [:monitor, :stdin, :env, :cd, :executable, :kill_timeout, :kill, :kill_sequence] ++
+           [:kill_group, :group, :detach, :pty, :winsz, :pty_echo, :nice, :user, :rlimit] ++
+           [:idle_timeout, :max_output, :success_exit_code, :link, :sync, :timeout]
+
+  defp option!({key, value}, _spec, _caller) when key in @known do
     raise ArgumentError, "invalid value for #{inspect(key)} option: #{inspect(value)}"
   end
 
   defp option!({key, _value}, _spec, _caller) when is_atom(key) do
-    raise ArgumentError, "unknown option #{inspect(key)} in Tether.run/2 options"
-  end
-
-  defp option!(key, _spec, _caller) when is_atom(key) do
     raise ArgumentError, "unknown option #{inspect(key)} in Tether.run/2 options"
   end
 
@@ -138,19 +276,123 @@ defmodule Tether.Options do
             "(expected an atom or a {key, value} tuple)"
   end
 
-  defp destination!(_stream, pid) when is_pid(pid) and node(pid) == node(), do: pid
-  defp destination!(_stream, {:send, pid}) when is_pid(pid) and node(pid) == node(), do: pid
-  defp destination!(_stream, :null), do: nil
+  # Resolves what depends on several options, and drops the intermediate keys.
+  defp finish!(spec) do
+    {spec.stdout, spec.stderr} != {:other, :other} or
+      raise ArgumentError, "{:stdout, :stderr} and {:stderr, :stdout} cannot both be given"
 
-  defp destination!(stream, other) do
-    raise ArgumentError,
-          "invalid value for #{inspect(stream)} option: #{inspect(other)} " <>
-            "(expected a local pid, {:send, pid} or :null)"
+    stop =
+      cond do
+        spec.kill_sequence ->
+          spec.kill_sequence
+
+        spec.kill_command ->
+          [{:command, spec.kill_command, spec.kill_timeout_ms}, {:signal, 9, 0}]
+
+        true ->
+          [{:signal, 15, spec.kill_timeout_ms}, {:signal, 9, 0}]
+      end
+
+    pty = with {rows, cols} <- spec.pty, do: {rows, cols, spec.pty_echo}
+    # A terminal needs its input side: with a pty, stdin is the terminal unless redirected.
+    stdin = if pty && spec.stdin == :null, do: :pipe, else: spec.stdin
+
+    # Output run by the Tether.Process (funs, :print) must precede the :DOWN, so the process
+    # sends the :DOWN itself after handling every chunk.
+    {monitor, down_to} =
+      if spec.handlers == %{}, do: {spec.monitor, nil}, else: {nil, spec.monitor}
+
+    spec
+    |> Map.drop([:kill_timeout_ms, :kill_command, :kill_sequence, :pty_echo])
+    |> Map.merge(%{stop: stop, pty: pty, stdin: stdin, monitor: monitor, down_to: down_to})
+  end
+
+  # ── Values ───────────────────────────────────────────────────────────────────────────────
+
+  defp input!(:pipe), do: :pipe
+  defp input!(true), do: :pipe
+  defp input!(:null), do: :null
+  defp input!(:close), do: :close
+  defp input!(path) when is_binary(path) or is_list(path), do: {:file, path!(path, :stdin)}
+  defp input!(other), do: bad!(:stdin, other, ":null, :close or a path")
+
+  defp output!(_stream, :caller, caller), do: {{:pipe, caller}, nil}
+
+  defp output!(_stream, pid, _caller) when is_pid(pid) and node(pid) == node(),
+    do: {{:pipe, pid}, nil}
+
+  defp output!(_stream, {:send, pid}, _caller) when is_pid(pid) and node(pid) == node(),
+    do: {{:pipe, pid}, nil}
+
+  defp output!(_stream, :null, _caller), do: {:null, nil}
+  defp output!(_stream, :inherit, _caller), do: {:inherit, nil}
+  defp output!(_stream, :close, _caller), do: {:close, nil}
+  defp output!(:stdout, :stderr, _caller), do: {:other, nil}
+  defp output!(:stderr, :stdout, _caller), do: {:other, nil}
+  defp output!(_stream, :print, _caller), do: {{:pipe, :process}, &print/3}
+  defp output!(_stream, fun, _caller) when is_function(fun, 3), do: {{:pipe, :process}, fun}
+
+  defp output!(stream, path, _caller) when is_binary(path) and path != "",
+    do: {{:file, path!(path, stream), false, 0o644}, nil}
+
+  defp output!(stream, {path, file_options}, _caller)
+       when is_binary(path) and is_list(file_options) do
+    {append, mode} =
+      Enum.reduce(file_options, {false, 0o644}, fn
+        :append, {_, mode} -> {true, mode}
+        {:append, flag}, {_, mode} when is_boolean(flag) -> {flag, mode}
+        {:mode, mode}, {append, _} when mode in 0..0o7777 -> {append, mode}
+        other, _ -> bad!(stream, other, "file options :append and {:mode, mode}")
+      end)
+
+    {{:file, path!(path, stream), append, mode}, nil}
+  end
+
+  defp output!(stream, other, _caller) do
+    bad!(
+      stream,
+      other,
+      "a local pid, {:send, pid}, a fun/3, a path, {path, options}, :null, :close, :print " <>
+        "or the other stream"
+    )
+  end
+
+  @doc false
+  # The :print destination: each chunk to Logger, with the os_pid.
+  def print(stream, os_pid, data) do
+    Logger.info(["[", Integer.to_string(os_pid), ":", Atom.to_string(stream), "] ", data])
+  end
+
+  defp rlimit!({name, value}) when is_atom(name) do
+    name = Atom.to_string(name)
+
+    Tether.Native.rlimit_known(name) or
+      bad!(:rlimit, name, "a limit like :nofile, :as, :cpu or :core")
+
+    {soft, hard} =
+      case value do
+        {soft, hard} -> {limit!(soft), limit!(hard)}
+        value -> {limit!(value), limit!(value)}
+      end
+
+    soft <= hard or bad!(:rlimit, value, "a soft limit at most the hard one")
+    {name, soft, hard}
+  end
+
+  defp rlimit!(other), do: bad!(:rlimit, other, "{name, limit} entries")
+
+  defp limit!(:infinity), do: @rlim_infinity
+  defp limit!(n) when is_integer(n) and n >= 0 and n < @rlim_infinity, do: n
+  defp limit!(other), do: bad!(:rlimit, other, "a non-negative integer or :infinity")
+
+  defp signal!(signal, key) do
+    Tether.signal_number(signal)
+  rescue
+    ArgumentError -> bad!(key, signal, "signal names or numbers")
   end
 
   defp env!(env) when (is_list(env) and env != []) or is_map(env) do
-    is_map(env) or proper_list?(env) or
-      raise ArgumentError, "invalid value for :env option: #{inspect(env)} (expected a list)"
+    is_map(env) or proper_list?(env) or bad!(:env, env, "a list")
 
     Enum.map(env, fn
       :clear ->
@@ -168,27 +410,22 @@ defmodule Tether.Options do
         end
 
       other ->
-        raise ArgumentError,
-              "invalid entry in :env option: #{inspect(other)} " <>
-                "(expected {name, value}, {name, false} or :clear)"
+        bad!(:env, other, "{name, value}, {name, false} or :clear entries")
     end)
   end
 
   defp env!([]), do: []
-
-  defp env!(other) do
-    raise ArgumentError, "invalid value for :env option: #{inspect(other)} (expected a list)"
-  end
+  defp env!(other), do: bad!(:env, other, "a list")
 
   defp env_string!(value, what) when is_binary(value), do: c_string!(value, "#{what} in :env")
   defp env_string!(value, what) when is_atom(value), do: env_string!(Atom.to_string(value), what)
 
   defp env_string!(value, what) when is_list(value) do
-    value |> chardata!("invalid #{what} option") |> env_string!(what)
+    value |> chardata!("invalid #{what} in :env option") |> env_string!(what)
   end
 
   defp env_string!(value, what) do
-    raise ArgumentError, "invalid #{what} option: #{inspect(value)} (expected a string)"
+    raise ArgumentError, "invalid #{what} in :env option: #{inspect(value)} (expected a string)"
   end
 
   defp path!(path, key) when is_binary(path) and path != "",
@@ -198,22 +435,26 @@ defmodule Tether.Options do
     path |> chardata!("invalid value for #{inspect(key)} option") |> path!(key)
   end
 
-  defp path!(path, key) do
-    raise ArgumentError,
-          "invalid value for #{inspect(key)} option: #{inspect(path)} (expected a non-empty path)"
+  defp path!(path, key), do: bad!(key, path, "a non-empty path")
+
+  defp ms!(value, _key, unit)
+       when is_number(value) and value >= 0 and value * unit <= @max_timeout_ms,
+       do: round(value * unit)
+
+  defp ms!(value, key, unit) do
+    what = if unit == 1000, do: "seconds", else: "milliseconds"
+    bad!(key, value, "non-negative #{what}, at most #{div(@max_timeout_ms, unit)}")
   end
 
-  # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
-  @max_timeout_seconds 4_294_967
+  defp positive_ms!(value, _key)
+       when is_integer(value) and value > 0 and value <= @max_timeout_ms,
+       do: value
 
-  defp seconds_to_ms!(seconds)
-       when is_number(seconds) and seconds >= 0 and seconds <= @max_timeout_seconds,
-       do: round(seconds * 1000)
+  defp positive_ms!(value, key), do: bad!(key, value, "positive milliseconds")
 
-  defp seconds_to_ms!(other) do
+  defp bad!(key, value, expected) do
     raise ArgumentError,
-          "invalid value for :kill_timeout option: #{inspect(other)} " <>
-            "(expected seconds from 0 to #{@max_timeout_seconds})"
+          "invalid value for #{inspect(key)} option: #{inspect(value)} (expected #{expected})"
   end
 
   defp proper_list?([]), do: true

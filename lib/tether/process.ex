@@ -3,13 +3,18 @@ defmodule Tether.Process do
   The BEAM process that stands for one OS process: the `pid` of `{:ok, pid, os_pid}`.
 
   It lives exactly as long as the OS process: link to it or monitor it like any process. It
-  exits with reason `:normal` when the OS process exits with status 0, and otherwise with the
-  same reason the `:DOWN` message carries (`{:exit_status, code}`, `{:signal, name, core?}`).
-  It holds the native handle of the OS process: if it is killed, the OS process is stopped.
+  exits with reason `:normal` when the OS process exits with status 0 (or the
+  `:success_exit_code`), and otherwise with the same reason the `:DOWN` message carries
+  (`{:exit_status, code}`, `{:signal, name, core?}`). It holds the native handle of the OS
+  process: if it is killed, the OS process is stopped.
 
-  Output does not pass through it: the native event loop sends `{:stdout, ...}` messages
-  straight to their destination.
+  Output sent to pids does not pass through it: the native event loop sends `{:stdout, ...}`
+  messages straight to their destination. Output for a fun or `:print` does: this process runs
+  the handler for each chunk, and then sends the `:DOWN` itself, so that it still follows every
+  chunk.
   """
+
+  require Logger
 
   @typedoc "The reason a Tether process (and the `:DOWN` message) reports."
   @type reason ::
@@ -21,12 +26,14 @@ defmodule Tether.Process do
   @os_pid_key :"$tether_os_pid"
 
   @doc false
-  @spec start(Tether.Options.spec(), boolean) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
-  def start(spec, link?) do
+  # Starts the process for `spec`; with `adopt: os_pid`, watches that existing process instead.
+  @spec start(Tether.Options.spec(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
+  def start(spec, options \\ []) do
     caller = self()
     ref = make_ref()
-    options = if link?, do: [:link, :monitor], else: [:monitor]
-    {pid, monitor} = :erlang.spawn_opt(fn -> init(caller, ref, spec) end, options)
+    spawn_options = if spec.link, do: [:link, :monitor], else: [:monitor]
+    adopt = Keyword.get(options, :adopt)
+    {pid, monitor} = :erlang.spawn_opt(fn -> init(caller, ref, spec, adopt) end, spawn_options)
 
     receive do
       {^ref, result} ->
@@ -42,10 +49,13 @@ defmodule Tether.Process do
     end
   end
 
-  defp init(caller, ref, spec) do
+  defp init(caller, ref, spec, adopt) do
     handle =
       try do
-        Tether.Native.start(spec, caller, self())
+        case adopt do
+          nil -> Tether.Native.start(spec, caller, self())
+          os_pid -> Tether.Native.adopt(os_pid, spec, caller, self())
+        end
       rescue
         # Tether.Options only builds specs the NIF decodes; this is defence in depth.
         ArgumentError ->
@@ -57,21 +67,38 @@ defmodule Tether.Process do
       {:tether_spawned, {:ok, os_pid}} ->
         Process.put(@os_pid_key, os_pid)
         send(caller, {ref, {:ok, os_pid}})
-        loop(os_pid, handle)
+        loop(%{os_pid: os_pid, handle: handle, handlers: spec.handlers, down_to: spec[:down_to]})
 
       {:tether_spawned, {:error, reason}} ->
         send(caller, {ref, {:error, reason}})
     end
   end
 
-  defp loop(os_pid, handle) do
+  defp loop(%{os_pid: os_pid} = state) do
     receive do
-      {:tether_exit, ^os_pid, reason} ->
+      {stream, ^os_pid, data} when stream in [:stdout, :stderr] ->
+        handle_output(state, stream, data)
+        loop(state)
+
+      {:tether_exit, ^os_pid, reason, _usage} ->
+        if state.down_to, do: send(state.down_to, {:DOWN, os_pid, :process, self(), reason})
         exit(reason)
 
       _other ->
-        loop(os_pid, handle)
+        loop(state)
     end
+  end
+
+  defp handle_output(state, stream, data) do
+    case state.handlers do
+      %{^stream => handler} -> handler.(stream, state.os_pid, data)
+      _ -> :ok
+    end
+  rescue
+    error ->
+      Logger.error(
+        "Tether output handler for #{state.os_pid} raised: " <> Exception.message(error)
+      )
   end
 
   @doc """

@@ -45,6 +45,8 @@ pub enum Output {
     /// The other stream's destination (stderr into stdout or the reverse), so the two
     /// interleave exactly as written.
     Other,
+    /// The VM's own descriptor (what `System.cmd` does with stderr).
+    Inherit,
 }
 
 /// Which process group the child joins.
@@ -161,6 +163,22 @@ impl Command {
             .as_deref()
             .or_else(|| self.argv.first().map(Vec::as_slice))
             .unwrap_or(&[])
+    }
+
+    /// Whether the child leads a process group of its own (a new group, or a pty session).
+    pub fn leads_group(&self) -> bool {
+        self.pty.is_some() || self.group == Group::New
+    }
+
+    /// The group that stop and kill address: the child's group when `kill_group` is set and
+    /// the child did not stay in the VM's group (which must never be signalled).
+    pub fn signal_group(&self, pid: i32) -> Option<i32> {
+        match (self.kill_group, self.group) {
+            (false, _) => None,
+            _ if self.leads_group() => Some(pid),
+            (true, Group::Join(pgid)) => Some(pgid),
+            (true, _) => None,
+        }
     }
 
     /// The stop sequence as it runs: the given steps, then SIGKILL if they do not end with it.

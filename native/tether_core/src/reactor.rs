@@ -303,7 +303,10 @@ struct Child {
     /// The step a stop runs next (after the one in progress).
     next_step: usize,
     stop_deadline: Option<Instant>,
-    kill_group: bool,
+    /// The group that stop and kill address (`None`: the child alone).
+    signal_group: Option<i32>,
+    /// The child leads its own group, which the watchdog then guards.
+    leads_group: bool,
     detach: bool,
     /// Not our child: no reaping, no status.
     adopted: bool,
@@ -317,16 +320,15 @@ struct Child {
 
 impl Child {
     fn signal(&self, signal: i32) {
-        let _ = if self.kill_group {
-            sys::killpg(self.pid, signal)
-        } else {
-            sys::pidfd_send_signal(self.pidfd.as_raw_fd(), signal)
+        let _ = match self.signal_group {
+            Some(pgid) => sys::killpg(pgid, signal),
+            None => sys::pidfd_send_signal(self.pidfd.as_raw_fd(), signal),
         };
     }
 
     /// Whether the watchdog guards this child's group.
     fn guarded(&self) -> bool {
-        self.kill_group && !self.detach && !self.adopted
+        self.leads_group && !self.detach && !self.adopted
     }
 }
 
@@ -610,7 +612,8 @@ impl EventLoop {
             stop: command.stop_sequence(),
             next_step: 0,
             stop_deadline: None,
-            kill_group: command.kill_group,
+            signal_group: command.signal_group(spawned.pid),
+            leads_group: command.leads_group(),
             detach: command.detach || tag.is_none(),
             adopted: false,
             stopping: false,
@@ -646,7 +649,9 @@ impl EventLoop {
             stop: command.stop_sequence(),
             next_step: 0,
             stop_deadline: None,
-            kill_group: command.kill_group,
+            // We do not know its group: kill_group addresses the group it leads, if it does.
+            signal_group: command.kill_group.then_some(pid),
+            leads_group: false,
             detach: command.detach,
             adopted: true,
             stopping: false,
@@ -669,7 +674,7 @@ impl EventLoop {
                     id,
                     pid: child.pid,
                     pidfd: child.pidfd.as_raw_fd(),
-                    kill_group: child.kill_group,
+                    signal_group: child.signal_group,
                     stopping: false,
                     stdin: child.stdin.is_some(),
                     tag,
@@ -884,7 +889,9 @@ impl EventLoop {
             return;
         };
         let (pid, pidfd, adopted) = (child.pid, child.pidfd.as_raw_fd(), child.adopted);
-        let kill_rest_of_group = child.stopping && child.kill_group && !adopted;
+        // Only a group the child leads: a joined group is not ours to empty.
+        let kill_rest_of_group =
+            child.stopping && child.leads_group && child.signal_group.is_some();
         let state = if adopted {
             // Not our child: the pidfd turning readable is all we can know.
             sys::ExitState::Lost

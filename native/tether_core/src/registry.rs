@@ -32,7 +32,8 @@ pub(crate) struct Entry {
     pub id: u64,
     pub pid: libc::pid_t,
     pub pidfd: RawFd,
-    pub kill_group: bool,
+    /// The group that kill addresses, or `None` to signal the child alone.
+    pub signal_group: Option<i32>,
     pub stopping: bool,
     /// The child has a stdin pipe that is not closed yet.
     pub stdin: bool,
@@ -54,10 +55,9 @@ impl Registry {
     pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
         let children = self.lock();
         let entry = children.get(&os_pid).ok_or(NoProcess)?;
-        let _ = if entry.kill_group {
-            sys::killpg(entry.pid, signal)
-        } else {
-            sys::pidfd_send_signal(entry.pidfd, signal)
+        let _ = match entry.signal_group {
+            Some(pgid) => sys::killpg(pgid, signal),
+            None => sys::pidfd_send_signal(entry.pidfd, signal),
         };
         Ok(())
     }

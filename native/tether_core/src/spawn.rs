@@ -90,6 +90,8 @@ impl ChildStack {
 const CLOSE: RawFd = -1;
 /// The child points this standard descriptor where the other output stream goes.
 const OTHER: RawFd = -2;
+/// The child keeps the VM's descriptor.
+const INHERIT: RawFd = -3;
 
 /// Everything the child reads, prepared before the clone.
 struct ChildContext {
@@ -261,6 +263,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
             Output::Null => dev_null,
             Output::Close => CLOSE,
             Output::Other => OTHER,
+            Output::Inherit => INHERIT,
             Output::File { path, append, mode } => {
                 let flags = libc::O_WRONLY
                     | libc::O_CREAT
@@ -519,7 +522,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         for (to, from) in (0..3).zip(context.stdio) {
             if from == CLOSE {
                 libc::close(to);
-            } else if from != OTHER {
+            } else if from >= 0 {
                 check(libc::dup2(from, to));
             }
         }

@@ -5,6 +5,7 @@
 //! [`listener::BeamListener`].
 
 mod atoms;
+mod bytes;
 mod handle;
 mod listener;
 mod spec;
@@ -13,7 +14,7 @@ use handle::Handle;
 use listener::BeamListener;
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 use std::sync::{Arc, OnceLock};
-use tether_core::{signal, Reactor, State};
+use tether_core::{signal, Reactor, State, WriteError};
 
 static REACTOR: OnceLock<Reactor> = OnceLock::new();
 
@@ -47,14 +48,37 @@ fn start(
     owner: LocalPid,
     process: LocalPid,
 ) -> rustler::NifResult<ResourceArc<Handle>> {
+    start_or_adopt(env, None, spec, owner, process)
+}
+
+/// Like `start`, for a process started elsewhere (`Tether.manage/2`).
+#[rustler::nif]
+fn adopt(
+    env: Env,
+    os_pid: u32,
+    spec: Term,
+    owner: LocalPid,
+    process: LocalPid,
+) -> rustler::NifResult<ResourceArc<Handle>> {
+    let pid = i32::try_from(os_pid).map_err(|_| rustler::Error::BadArg)?;
+    start_or_adopt(env, Some(pid), spec, owner, process)
+}
+
+fn start_or_adopt(
+    env: Env,
+    adopt: Option<i32>,
+    spec: Term,
+    owner: LocalPid,
+    process: LocalPid,
+) -> rustler::NifResult<ResourceArc<Handle>> {
     let spec: spec::Spec = spec.decode().map_err(|_| rustler::Error::BadArg)?;
     let (command, routes) = spec.into_command(process)?;
     let detach = command.detach;
-    let id = reactor().spawn(
-        command,
-        Box::new(BeamListener::new(routes)),
-        Arc::new(process),
-    );
+    let listener = Box::new(BeamListener::new(routes));
+    let id = match adopt {
+        None => reactor().spawn(command, listener, Arc::new(process)),
+        Some(pid) => reactor().adopt(pid, command, listener, Arc::new(process)),
+    };
     let handle = ResourceArc::new(Handle {
         id,
         detach,
@@ -104,6 +128,66 @@ fn status(env: Env, os_pid: u32) -> Term {
         (atoms::status(), state)
     });
     ok_or_no_process(env, result)
+}
+
+/// Queues a binary for the child's stdin (no copy, never blocks).
+#[rustler::nif]
+fn write<'a>(env: Env<'a>, os_pid: u32, data: Term<'a>) -> rustler::NifResult<Term<'a>> {
+    let bytes = bytes::keep(data)?;
+    Ok(write_result(env, reactor().write(os_pid, Box::new(bytes))))
+}
+
+/// Closes the child's stdin after what is queued.
+#[rustler::nif]
+fn close_stdin(env: Env, os_pid: u32) -> Term {
+    write_result(env, reactor().close_stdin(os_pid))
+}
+
+fn write_result(env: Env, result: Result<(), WriteError>) -> Term {
+    match result {
+        Ok(()) => atoms::ok().encode(env),
+        Err(WriteError::NoProcess) => (atoms::error(), atoms::no_process()).encode(env),
+        Err(WriteError::Closed) => (atoms::error(), atoms::closed()).encode(env),
+    }
+}
+
+#[rustler::nif]
+fn winsz(env: Env, os_pid: u32, rows: u16, cols: u16) -> Term {
+    let result = reactor()
+        .set_window_size(os_pid, rows, cols)
+        .map(|()| atoms::ok());
+    ok_or_no_process(env, result)
+}
+
+/// Asks for a child's byte counters: `{:tether_counters, ref, map}` reaches `reply_to`.
+#[rustler::nif]
+fn counters<'a>(env: Env<'a>, os_pid: u32, reply_to: LocalPid, reference: Term<'a>) -> Term<'a> {
+    let mut saved = rustler::OwnedEnv::new();
+    let reference = saved.save(reference);
+    let result = reactor()
+        .counters(
+            os_pid,
+            Box::new(move |counters| {
+                let _ = saved.send_and_clear(&reply_to, |env| {
+                    let map = counters.map(|c| {
+                        rustler::term_map!(env, {
+                            atoms::stdout_bytes() => c.stdout_bytes,
+                            atoms::stderr_bytes() => c.stderr_bytes,
+                            atoms::stdin_bytes() => c.stdin_bytes,
+                        })
+                    });
+                    (atoms::tether_counters(), reference.load(env), map).encode(env)
+                });
+            }),
+        )
+        .map(|()| atoms::ok());
+    ok_or_no_process(env, result)
+}
+
+/// Whether an rlimit name is known (for option validation).
+#[rustler::nif]
+fn rlimit_known(name: String) -> bool {
+    tether_core::command::rlimit_resource(&name).is_some()
 }
 
 #[rustler::nif]

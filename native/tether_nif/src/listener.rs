@@ -7,7 +7,7 @@ use crate::atoms;
 use crate::spec::Routes;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, Term};
 use std::cell::RefCell;
-use tether_core::{signal, ExitStatus, Listener, SpawnError, Stream};
+use tether_core::{signal, ExitStatus, Listener, SpawnError, Stream, Usage};
 
 thread_local! {
     /// One message environment for the reactor thread, cleared after every send.
@@ -25,10 +25,13 @@ where
 }
 
 /// `:normal` | `{:exit_status, code}` | `{:signal, name_or_number, core_dumped}` | `:unknown`.
-pub fn encode_reason<'a>(env: Env<'a>, status: Option<ExitStatus>) -> Term<'a> {
+/// Exit code 0 and `success` are `:normal`.
+pub fn encode_reason<'a>(env: Env<'a>, status: Option<ExitStatus>, success: i32) -> Term<'a> {
     match status {
         None => atoms::unknown().encode(env),
-        Some(ExitStatus::Exited(0)) => atoms::normal().encode(env),
+        Some(ExitStatus::Exited(code)) if code == 0 || code == success => {
+            atoms::normal().encode(env)
+        }
         Some(ExitStatus::Exited(code)) => (atoms::exit_status(), code).encode(env),
         Some(ExitStatus::Signaled {
             signal: signum,
@@ -41,6 +44,15 @@ pub fn encode_reason<'a>(env: Env<'a>, status: Option<ExitStatus>) -> Term<'a> {
             }
         }
     }
+}
+
+/// `%{user_time_us: n, system_time_us: n, max_rss: bytes}`.
+fn encode_usage(env: Env, usage: Usage) -> Term {
+    rustler::term_map!(env, {
+        atoms::user_time_us() => usage.user_time.as_micros() as u64,
+        atoms::system_time_us() => usage.system_time.as_micros() as u64,
+        atoms::max_rss() => usage.max_rss,
+    })
 }
 
 pub struct BeamListener {
@@ -80,16 +92,26 @@ impl Listener for BeamListener {
         });
     }
 
-    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>) {
+    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>, usage: Option<Usage>) {
         let process = self.routes.process;
+        let success = self.routes.success_exit_code;
         if let Some(monitor) = self.routes.monitor {
             send(&monitor, |env| {
-                let reason = encode_reason(env, status);
+                let reason = encode_reason(env, status, success);
                 (atoms::down(), os_pid, atoms::process(), process, reason).encode(env)
             });
         }
         send(&process, |env| {
-            (atoms::tether_exit(), os_pid, encode_reason(env, status)).encode(env)
+            let usage = usage
+                .map(|u| encode_usage(env, u))
+                .unwrap_or(atoms::nil().encode(env));
+            (
+                atoms::tether_exit(),
+                os_pid,
+                encode_reason(env, status, success),
+                usage,
+            )
+                .encode(env)
         });
     }
 }

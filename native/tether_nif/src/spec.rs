@@ -1,9 +1,10 @@
 //! The run spec, as `Tether.Options` builds it (already validated, typed values only).
 
 use crate::atoms;
-use rustler::{Binary, LocalPid, NifMap, NifResult, Term};
+use rustler::{Atom, Binary, LocalPid, NifMap, NifResult, Term};
 use std::time::Duration;
-use tether_core::{Command, EnvChange};
+use tether_core::command::rlimit_resource;
+use tether_core::{Command, EnvChange, Group, Input, Output, Pty, Rlimit, StopAction, StopStep};
 
 #[derive(NifMap)]
 pub struct Spec<'a> {
@@ -12,12 +13,28 @@ pub struct Spec<'a> {
     executable: Option<Binary<'a>>,
     env: Term<'a>,
     cd: Option<Binary<'a>>,
-    stdout: Option<LocalPid>,
-    stderr: Option<LocalPid>,
-    monitor: Option<LocalPid>,
-    kill_timeout_ms: u64,
+    /// `:null | :pipe | :close | {:file, path}`
+    stdin: Term<'a>,
+    /// `:null | :close | :other | {:pipe, pid | :process} | {:file, path, append, mode}`
+    stdout: Term<'a>,
+    stderr: Term<'a>,
+    /// `nil | {rows, cols, echo}`
+    pty: Option<(u16, u16, bool)>,
+    /// `:new | :inherit | pgid`
+    group: Term<'a>,
     kill_group: bool,
+    /// `[{:signal, number, wait_ms} | {:command, binary, wait_ms}]`
+    stop: Term<'a>,
     detach: bool,
+    nice: Option<i32>,
+    user: Option<Binary<'a>>,
+    /// `[{name, soft, hard}]`
+    rlimits: Term<'a>,
+    idle_timeout_ms: Option<u64>,
+    max_output: Option<u64>,
+    monitor: Option<LocalPid>,
+    /// An exit code reported as `:normal`, besides 0.
+    success_exit_code: i32,
 }
 
 /// Where one child's events go.
@@ -26,6 +43,7 @@ pub struct Routes {
     pub stdout: Option<LocalPid>,
     pub stderr: Option<LocalPid>,
     pub monitor: Option<LocalPid>,
+    pub success_exit_code: i32,
 }
 
 /// The elements of a proper list, each decoded; `BadArg` for anything else (never a panic).
@@ -39,8 +57,12 @@ pub fn proper_list<'a, T: rustler::Decoder<'a>>(mut term: Term<'a>) -> NifResult
     Ok(items)
 }
 
+fn is_atom(term: Term, atom: Atom) -> bool {
+    term.decode::<Atom>().ok() == Some(atom)
+}
+
 fn env_change(term: Term) -> NifResult<EnvChange> {
-    if term.decode::<rustler::Atom>().ok() == Some(atoms::clear()) {
+    if is_atom(term, atoms::clear()) {
         return Ok(EnvChange::Clear);
     }
     let (name, value): (Binary, Option<Binary>) = term.decode()?;
@@ -50,24 +72,113 @@ fn env_change(term: Term) -> NifResult<EnvChange> {
     })
 }
 
+fn input(term: Term) -> NifResult<Input> {
+    if is_atom(term, atoms::null()) {
+        Ok(Input::Null)
+    } else if is_atom(term, atoms::pipe()) {
+        Ok(Input::Pipe)
+    } else if is_atom(term, atoms::close()) {
+        Ok(Input::Close)
+    } else {
+        let (_, path): (Atom, Binary) = term.decode()?;
+        Ok(Input::File(path.to_vec()))
+    }
+}
+
+/// The OS side of an output and, for a pipe, where its data goes.
+fn output(term: Term, process: LocalPid) -> NifResult<(Output, Option<LocalPid>)> {
+    if is_atom(term, atoms::null()) {
+        return Ok((Output::Null, None));
+    }
+    if is_atom(term, atoms::close()) {
+        return Ok((Output::Close, None));
+    }
+    if is_atom(term, atoms::other()) {
+        return Ok((Output::Other, None));
+    }
+    if is_atom(term, atoms::inherit()) {
+        return Ok((Output::Inherit, None));
+    }
+    if let Ok((tag, to)) = term.decode::<(Atom, Term)>() {
+        if tag == atoms::pipe() {
+            let to = if is_atom(to, atoms::process()) {
+                process
+            } else {
+                to.decode()?
+            };
+            return Ok((Output::Pipe, Some(to)));
+        }
+    }
+    let (_, path, append, mode): (Atom, Binary, bool, u32) = term.decode()?;
+    let path = path.to_vec();
+    Ok((Output::File { path, append, mode }, None))
+}
+
+fn group(term: Term) -> NifResult<Group> {
+    if is_atom(term, atoms::new()) {
+        Ok(Group::New)
+    } else if is_atom(term, atoms::inherit()) {
+        Ok(Group::Inherit)
+    } else {
+        Ok(Group::Join(term.decode()?))
+    }
+}
+
+fn stop_step(term: Term) -> NifResult<StopStep> {
+    let (kind, what, wait_ms): (Atom, Term, u64) = term.decode()?;
+    let action = if kind == atoms::signal() {
+        StopAction::Signal(what.decode()?)
+    } else {
+        StopAction::Command(what.decode::<Binary>()?.to_vec())
+    };
+    Ok(StopStep {
+        action,
+        wait: Duration::from_millis(wait_ms),
+    })
+}
+
+fn rlimit(term: Term) -> NifResult<Rlimit> {
+    let (name, soft, hard): (String, u64, u64) = term.decode()?;
+    let resource = rlimit_resource(&name).ok_or(rustler::Error::BadArg)?;
+    Ok(Rlimit {
+        resource,
+        soft,
+        hard,
+    })
+}
+
 impl Spec<'_> {
     pub fn into_command(self, process: LocalPid) -> NifResult<(Command, Routes)> {
         let argv: Vec<Binary> = proper_list(self.argv)?;
         let env: Vec<Term> = proper_list(self.env)?;
+        let stop: Vec<Term> = proper_list(self.stop)?;
+        let rlimits: Vec<Term> = proper_list(self.rlimits)?;
+        let (stdout, stdout_to) = output(self.stdout, process)?;
+        let (stderr, stderr_to) = output(self.stderr, process)?;
         let mut command = Command::new(argv.iter().map(|a| a.to_vec()));
         command.executable = self.executable.map(|e| e.to_vec());
         command.env = env.into_iter().map(env_change).collect::<Result<_, _>>()?;
         command.cwd = self.cd.map(|d| d.to_vec());
-        command.stdout = self.stdout.is_some();
-        command.stderr = self.stderr.is_some();
-        command.kill_timeout = Duration::from_millis(self.kill_timeout_ms);
+        command.stdin = input(self.stdin)?;
+        command.stdout = stdout;
+        command.stderr = stderr;
+        command.pty = self.pty.map(|(rows, cols, echo)| Pty { rows, cols, echo });
+        command.group = group(self.group)?;
         command.kill_group = self.kill_group;
+        command.stop = stop.into_iter().map(stop_step).collect::<Result<_, _>>()?;
         command.detach = self.detach;
+        command.nice = self.nice;
+        command.user = self.user.map(|u| u.to_vec());
+        command.rlimits = rlimits.into_iter().map(rlimit).collect::<Result<_, _>>()?;
+        command.idle_timeout = self.idle_timeout_ms.map(Duration::from_millis);
+        command.max_output = self.max_output;
         let routes = Routes {
             process,
-            stdout: self.stdout,
-            stderr: self.stderr,
+            stdout: stdout_to,
+            // With a pty both streams arrive on the master, reported as stdout.
+            stderr: stderr_to,
             monitor: self.monitor,
+            success_exit_code: self.success_exit_code,
         };
         Ok((command, routes))
     }
