@@ -103,6 +103,7 @@ defmodule Tether.MixProject do
       start_permanent: Mix.env() == :prod,
       compilers: [:tether_native] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
+      erlc_paths: erlc_paths(Mix.env()),
       deps: [],
       aliases: aliases(),
       docs: [main: "Tether"]
@@ -115,6 +116,10 @@ defmodule Tether.MixProject do
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
+
+  # The Erlang test module exercises `:exec` the way Erlang users call it.
+  defp erlc_paths(:test), do: ["test/erlang"]
+  defp erlc_paths(_), do: []
 
   defp aliases do
     [demo: "run examples/cluster.exs", tour: "run examples/tour.exs"]

@@ -295,7 +295,7 @@ defmodule Tether do
   with `:eof` once everything queued before is written. Never blocks: data waits in the native
   event loop until the pipe takes it, in order, whatever its size.
 
-      iex> {:ok, _pid, os_pid} = Tether.run(["cat"], [:stdin, :stdout, :monitor])
+      iex> {:ok, _pid, os_pid} = Tether.run("cat; sleep 10", [:stdin, :stdout])
       iex> Tether.send(os_pid, ["hello", ?\\s, "world"])
       :ok
       iex> Tether.send(os_pid, :eof)
@@ -304,6 +304,8 @@ defmodule Tether do
       "hello world"
       iex> Tether.send(os_pid, "more")
       {:error, :closed}
+      iex> Tether.kill(os_pid, :sigkill)
+      :ok
   """
   @spec send(target, iodata | :eof) :: :ok | {:error, :no_process | :closed}
   def send(target, :eof) do
@@ -349,7 +351,7 @@ defmodule Tether do
       iex> port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["10"])
       iex> {:os_pid, os_pid} = Port.info(port, :os_pid)
       iex> {:ok, _pid, ^os_pid} = Tether.manage(os_pid, [:monitor])
-      iex> Tether.stop(os_pid)
+      iex> Tether.kill(os_pid, :sigkill)
       :ok
       iex> receive do {:DOWN, ^os_pid, :process, _, reason} -> reason end
       :unknown

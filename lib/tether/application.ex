@@ -1,6 +1,7 @@
 defmodule Tether.Application do
   @moduledoc false
-  # Starts nothing but a supervisor (the native event loop starts when the NIF loads), and on
+  # Starts the supervisor of what the library needs (the native event loop starts when the NIF
+  # loads; the `:exec` layer's table of proxies), and on
   # stop stops every OS process before the VM goes on: SIGTERM to every group at once, then
   # SIGKILL at each child's kill timeout. It waits for the last exit, not for a fixed time.
 
@@ -16,7 +17,8 @@ defmodule Tether.Application do
     # application, SIGCHLD is restored early, and a broken build fails here, clearly.
     case Code.ensure_loaded(Tether.Native) do
       {:module, Tether.Native} ->
-        Supervisor.start_link([], strategy: :one_for_one, name: Tether.Supervisor)
+        children = [Tether.Exec.Server]
+        Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
 
       {:error, reason} ->
         {:error, {:nif_not_loaded, reason, "run `mix compile` to build the Tether NIF"}}

@@ -9,6 +9,17 @@ defmodule Tether.FuzzTest do
   @moduletag timeout: 600_000
 
   setup do
+    # Random options may name output files: keep whatever they create out of the repository.
+    cwd = File.cwd!()
+    tmp = Path.join(System.tmp_dir!(), "tether-fuzz-#{System.unique_integer([:positive])}")
+    File.mkdir_p!(tmp)
+    File.cd!(tmp)
+
+    on_exit(fn ->
+      File.cd!(cwd)
+      File.rm_rf!(tmp)
+    end)
+
     {:ok, _, live} = Tether.run(["sleep", "1000"], [])
     {:ok, _, dead} = Tether.run(["true"], [:monitor])
     assert_receive {:DOWN, ^dead, _, _, _}, 5000
@@ -41,7 +52,17 @@ defmodule Tether.FuzzTest do
       {:native_signal_number, fn -> Tether.Native.signal_number(Gen.term(context)) end},
       {:native_start,
        fn -> Tether.Native.start(native_spec(context), Gen.term(context), Gen.term(context)) end},
-      {:native_stop_all, fn -> Tether.Native.stop_all(not_a_pid(context)) end}
+      {:native_stop_all, fn -> Tether.Native.stop_all(not_a_pid(context)) end},
+      {:send, fn -> Tether.send(Gen.term(context), Gen.term(context)) end},
+      {:winsz, fn -> Tether.winsz(Gen.term(context), Gen.term(context), Gen.term(context)) end},
+      {:native_write, fn -> Tether.Native.write(Gen.term(context), Gen.term(context)) end},
+      {:native_close_stdin, fn -> Tether.Native.close_stdin(Gen.term(context)) end},
+      {:native_winsz,
+       fn -> Tether.Native.winsz(Gen.term(context), Gen.term(context), Gen.term(context)) end},
+      {:exec_run,
+       fn -> :exec.run(exec_command(context), Gen.safe_options(Gen.options(context))) end},
+      {:exec_stop, fn -> :exec.stop(Gen.term(context)) end},
+      {:exec_kill, fn -> :exec.kill(Gen.term(context), Gen.term(context)) end}
     ]
   end
 
@@ -55,13 +76,30 @@ defmodule Tether.FuzzTest do
         executable: Enum.random([nil, "/bin/true", Gen.term(context, 0)]),
         env: Enum.random([[], [:clear], [{"A", nil}], Gen.term(context, 1)]),
         cd: Enum.random([nil, "/", Gen.term(context, 0)]),
-        stdout: Enum.random([nil, Gen.term(context, 0)]),
-        stderr: nil,
+        stdin: Enum.random([:null, :pipe, Gen.term(context, 0)]),
+        stdout: Enum.random([:null, {:pipe, self()}, Gen.term(context, 0)]),
+        stderr: Enum.random([:null, :other, Gen.term(context, 0)]),
+        pty: Enum.random([nil, {24, 80, false}, Gen.term(context, 0)]),
+        group: Enum.random([:new, :inherit, Gen.term(context, 0)]),
+        stop: Enum.random([[], [{:signal, 15, 10}], Gen.term(context, 1)]),
+        nice: Enum.random([nil, 5, Gen.term(context, 0)]),
+        user: nil,
+        rlimits: Enum.random([[], [{"nofile", 100, 100}], Gen.term(context, 1)]),
+        idle_timeout_ms: Enum.random([nil, Gen.term(context, 0)]),
+        max_output: Enum.random([nil, Gen.term(context, 0)]),
+        success_exit_code: Enum.random([0, Gen.term(context, 0)]),
         monitor: Enum.random([nil, self()]),
-        kill_timeout_ms: Gen.term(context, 0),
         kill_group: Enum.random([true, false, Gen.term(context, 0)]),
         detach: false
       }
+    end
+  end
+
+  # Any runnable erlexec command runs `true` only.
+  defp exec_command(context) do
+    case Gen.command(context) do
+      [_ | _] = argv when is_binary(hd(argv)) -> argv
+      _ -> Enum.random([~c"true", [~c"true"], Gen.term(context, 0)])
     end
   end
 
@@ -76,7 +114,16 @@ defmodule Tether.FuzzTest do
   defp acceptable?(_name, {:raised, %ArgumentError{}}), do: true
   defp acceptable?(_name, _), do: false
 
-  defp acceptable_result?(:run, {:ok, pid, os_pid}), do: is_pid(pid) and is_integer(os_pid)
+  defp acceptable_result?(name, {:ok, pid, os_pid}) when name in [:run, :exec_run],
+    do: is_pid(pid) and is_integer(os_pid)
+
+  defp acceptable_result?(name, {:ok, output}) when name in [:run, :exec_run], do: is_list(output)
+
+  defp acceptable_result?(name, {:error, output})
+       when name in [:run, :exec_run] and is_list(output),
+       do: true
+
+  defp acceptable_result?(:exec_run, {:error, {:invalid_option, message}}), do: is_binary(message)
   defp acceptable_result?(:native_start, ref), do: is_reference(ref)
   defp acceptable_result?(_, {:error, reason}), do: is_atom(reason)
   defp acceptable_result?(_, :ok), do: true
