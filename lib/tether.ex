@@ -232,7 +232,10 @@ defmodule Tether do
   """
   @spec stop(target) :: :ok | {:error, :no_process}
   def stop(target) do
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.stop(os_pid)
+    with {:ok, os_pid} <- resolve(target) do
+      Tether.Trace.event(os_pid, fn -> "Tether stopping #{os_pid}" end)
+      Tether.Native.stop(os_pid)
+    end
   end
 
   @doc """
@@ -247,7 +250,11 @@ defmodule Tether do
   @spec kill(target, signal) :: :ok | {:error, :no_process}
   def kill(target, signal) do
     number = signal_number!(signal)
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.kill(os_pid, number)
+
+    with {:ok, os_pid} <- resolve(target) do
+      Tether.Trace.event(os_pid, fn -> "Tether sending signal #{number} to #{os_pid}" end)
+      Tether.Native.kill(os_pid, number)
+    end
   end
 
   @doc """
@@ -265,6 +272,98 @@ defmodule Tether do
   @spec status(target) :: {:status, :running | :stopping | :stopped} | {:error, :no_process}
   def status(target) do
     with {:ok, os_pid} <- resolve(target), do: Tether.Native.status(os_pid)
+  end
+
+  @doc """
+  What Tether knows of an OS process, live or recently exited (the last 1,024 exits):
+  `:os_pid`, `:pid`, `:owner`, `:command`, `:started_at` (monotonic ms) and `:started_at_wall`,
+  `:status` (`:running`, `:stopping`, `:stopped`, or `{:exited, reason}`), the bytes read per
+  stream and written to stdin (`:stdout_bytes`, `:stderr_bytes`, `:stdin_bytes`), and after the
+  exit its resource usage as `wait4` reports it: `:user_time_us`, `:system_time_us`,
+  `:max_rss` (bytes), with `:exited_at`.
+
+      iex> {:ok, pid, os_pid} = Tether.run(["echo", "hi"], [:monitor, :stdout])
+      iex> receive do {:DOWN, ^os_pid, _, _, _} -> :ok end
+      iex> info = Tether.info(os_pid)
+      iex> {info.pid == pid, info.status, info.stdout_bytes, is_integer(info.user_time_us)}
+      {true, {:exited, :normal}, 3, true}
+  """
+  @spec info(target) :: map | {:error, :no_process}
+  def info(target) do
+    with {:ok, os_pid} <- resolve_any(target) do
+      case live_info(os_pid) do
+        {:ok, info} -> info
+        :error -> exited_info(os_pid)
+      end
+    end
+  end
+
+  # The :DOWN can arrive before the Tether.Process has recorded the exit: it exits right after
+  # recording, so wait for that.
+  defp exited_info(os_pid) do
+    case Tether.History.lookup(os_pid) do
+      {:ok, %{status: {:exited, _}} = info} ->
+        info
+
+      {:ok, %{pid: pid}} ->
+        ref = Process.monitor(pid)
+        receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok), after: (1000 -> :ok)
+        with {:ok, info} <- Tether.History.lookup(os_pid), do: info
+
+      error ->
+        error
+    end
+  end
+
+  defp resolve_any(pid) when is_pid(pid) do
+    case resolve(pid) do
+      {:ok, os_pid} -> {:ok, os_pid}
+      _ -> exited_os_pid(pid)
+    end
+  end
+
+  defp resolve_any(target), do: resolve(target)
+
+  defp exited_os_pid(pid) do
+    case :ets.match(:tether_history, {:"$1", :_, %{pid: pid}}) do
+      [[os_pid] | _] -> {:ok, os_pid}
+      [] -> {:error, :no_process}
+    end
+  end
+
+  defp live_info(os_pid) do
+    ref = make_ref()
+
+    with {:ok, pid} <- Tether.Native.process_of(os_pid),
+         started when is_map(started) <- Tether.Process.live_info(pid),
+         {:status, status} <- Tether.Native.status(os_pid),
+         :ok <- Tether.Native.counters(os_pid, self(), ref) do
+      receive do
+        {:tether_counters, ^ref, counters} ->
+          {:ok,
+           started
+           |> Map.merge(counters || %{})
+           |> Map.merge(%{os_pid: os_pid, pid: pid, status: status})}
+      after
+        5000 -> :error
+      end
+    else
+      _ -> :error
+    end
+  end
+
+  @doc """
+  Node-wide counts, for a dashboard or a health check: `:live` children, and since the
+  application started, `:spawned`, `:exited` and `:spawn_errors`.
+  """
+  @spec info() :: %{
+          live: non_neg_integer,
+          spawned: non_neg_integer,
+          exited: non_neg_integer,
+          spawn_errors: non_neg_integer
+        }
+  def info do
+    Map.put(Tether.History.totals(), :live, Tether.Native.count())
   end
 
   @doc "The os_pids of every live OS process this node manages, ascending."

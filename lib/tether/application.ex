@@ -15,10 +15,17 @@ defmodule Tether.Application do
   def start(_type, _args) do
     # Load the NIF now rather than on first use: the event loop and the watchdog start with the
     # application, SIGCHLD is restored early, and a broken build fails here, clearly.
-    case Code.ensure_loaded(Tether.Native) do
-      {:module, Tether.Native} ->
-        children = [Tether.Exec.Server]
-        Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
+    with {:ok, config} <- Tether.Config.load(),
+         {:module, Tether.Native} <- Code.ensure_loaded(Tether.Native) do
+      # The watchdog kills every child group when the VM dies; it starts here, with the
+      # configured program (the NIF may have loaded before the application's env was set).
+      watchdog = Tether.Config.watchdog_path(Tether.Native.native_dir())
+      :ok = Tether.Native.configure(config.max_children, config.read_chunk, watchdog)
+      children = [Tether.History, Tether.Exec.Server]
+      Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
+    else
+      {:error, message} when is_binary(message) ->
+        {:error, {:invalid_config, message}}
 
       {:error, reason} ->
         {:error, {:nif_not_loaded, reason, "run `mix compile` to build the Tether NIF"}}

@@ -1,6 +1,6 @@
 defmodule Tether.Native do
   @moduledoc false
-  # NIF stubs and the loader. Nothing but `Tether` and `Tether.Process` calls these.
+  # NIF stubs and the loader. Nothing but Tether's own modules calls these.
 
   @on_load :load_nif
 
@@ -16,21 +16,13 @@ defmodule Tether.Native do
         {:error, {:priv_dir, reason}}
 
       priv ->
-        native = Path.join(priv, "native")
-
-        :erlang.load_nif(
-          String.to_charlist(Path.join(native, "libtether_nif")),
-          load_info(native)
-        )
+        :erlang.load_nif(String.to_charlist(Path.join([priv, "native", "libtether_nif"])), 0)
     end
   end
 
-  # The watchdog kills every child group when the VM dies; without it only direct children die
-  # with the VM (PR_SET_PDEATHSIG).
-  defp load_info(native) do
-    watchdog = Path.join(native, "tether_watchdog")
-    %{watchdog: if(File.regular?(watchdog), do: watchdog)}
-  end
+  @doc false
+  # Where the NIF and the watchdog program are installed.
+  def native_dir, do: Path.join(:code.priv_dir(:tether), "native")
 
   def start(_spec, _owner, _process), do: err()
   def adopt(_os_pid, _spec, _owner, _process), do: err()
@@ -39,6 +31,8 @@ defmodule Tether.Native do
   def winsz(_os_pid, _rows, _cols), do: err()
   def counters(_os_pid, _reply_to, _ref), do: err()
   def rlimit_known(_name), do: err()
+  def configure(_max_children, _read_chunk, _watchdog_path), do: err()
+  def count(), do: err()
   def stop(_os_pid), do: err()
   def kill(_os_pid, _signal), do: err()
   def status(_os_pid), do: err()

@@ -31,6 +31,7 @@ defmodule Tether.Options do
           max_output: pos_integer | nil,
           monitor: pid | nil,
           success_exit_code: 0..255,
+          pipe_size: non_neg_integer,
           handlers: %{optional(:stdout | :stderr) => (atom, pos_integer, binary -> any)},
           link: boolean,
           sync: boolean,
@@ -46,7 +47,6 @@ defmodule Tether.Options do
           | {:file, binary, boolean, non_neg_integer}
           | :inherit
 
-  @default_kill_timeout 5
   # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
   @max_timeout_ms 4_294_967_296
   @rlim_infinity 18_446_744_073_709_551_615
@@ -81,7 +81,8 @@ defmodule Tether.Options do
       pty_echo: false,
       group: :new,
       kill_group: true,
-      kill_timeout_ms: @default_kill_timeout * 1000,
+      kill_timeout_ms: round(Tether.Config.get(:kill_timeout) * 1000),
+      pipe_size: Tether.Config.get(:pipe_size),
       kill_command: nil,
       kill_sequence: nil,
       stop: [],

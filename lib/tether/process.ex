@@ -24,6 +24,7 @@ defmodule Tether.Process do
           | :unknown
 
   @os_pid_key :"$tether_os_pid"
+  @info_key :"$tether_info"
 
   @doc false
   # Starts the process for `spec`; with `adopt: os_pid`, watches that existing process instead.
@@ -66,10 +67,35 @@ defmodule Tether.Process do
     receive do
       {:tether_spawned, {:ok, os_pid}} ->
         Process.put(@os_pid_key, os_pid)
+
+        started = %{
+          owner: caller,
+          command: spec.argv,
+          started_at: System.monotonic_time(:millisecond),
+          started_at_wall: DateTime.utc_now()
+        }
+
+        Process.put(@info_key, started)
+        Tether.History.record(os_pid, Map.merge(started, %{os_pid: os_pid, pid: self()}))
+        Tether.History.count(:spawned)
+        Tether.Trace.event(os_pid, fn -> "Tether spawned #{os_pid}: #{inspect(spec.argv)}" end)
         send(caller, {ref, {:ok, os_pid}})
-        loop(%{os_pid: os_pid, handle: handle, handlers: spec.handlers, down_to: spec[:down_to]})
+
+        loop(%{
+          os_pid: os_pid,
+          handle: handle,
+          handlers: spec.handlers,
+          down_to: spec[:down_to],
+          started: started
+        })
 
       {:tether_spawned, {:error, reason}} ->
+        Tether.History.count(:spawn_errors)
+
+        Tether.Trace.event(nil, fn ->
+          "Tether could not spawn #{inspect(spec.argv)}: #{inspect(reason)}"
+        end)
+
         send(caller, {ref, {:error, reason}})
     end
   end
@@ -80,12 +106,42 @@ defmodule Tether.Process do
         handle_output(state, stream, data)
         loop(state)
 
-      {:tether_exit, ^os_pid, reason, _usage} ->
+      {:tether_exit, ^os_pid, reason, final} ->
         if state.down_to, do: send(state.down_to, {:DOWN, os_pid, :process, self(), reason})
+        finish(state, reason, final)
         exit(reason)
 
       _other ->
         loop(state)
+    end
+  end
+
+  # Counts the exit and keeps what Tether.info/1 reports of it after it is gone.
+  defp finish(state, reason, final) do
+    Tether.History.count(:exited)
+
+    Tether.Trace.event(state.os_pid, fn -> "Tether #{state.os_pid} exited: #{inspect(reason)}" end)
+
+    info =
+      state.started
+      |> Map.merge(final)
+      |> Map.merge(%{
+        os_pid: state.os_pid,
+        pid: self(),
+        status: {:exited, reason},
+        exited_at: System.monotonic_time(:millisecond)
+      })
+
+    Tether.History.record(state.os_pid, info)
+  end
+
+  @doc false
+  # What Tether.info/1 reports of a live process, without a message round trip.
+  @spec live_info(pid) :: map | nil
+  def live_info(pid) do
+    case Process.info(pid, :dictionary) do
+      {:dictionary, dictionary} -> dictionary[@info_key]
+      nil -> nil
     end
   end
 

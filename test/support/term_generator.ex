@@ -87,9 +87,9 @@ defmodule Tether.TermGenerator do
   def binary do
     case :rand.uniform(6) do
       1 -> ""
-      2 -> :crypto.strong_rand_bytes(:rand.uniform(32))
+      2 -> :rand.bytes(:rand.uniform(32))
       3 -> "a\0b"
-      4 -> "/nonexistent/" <> Base.encode16(:crypto.strong_rand_bytes(4))
+      4 -> "/nonexistent/" <> Base.encode16(:rand.bytes(4))
       5 -> String.duplicate("x", 70_000)
       6 -> "VALUE"
     end

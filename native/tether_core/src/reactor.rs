@@ -30,7 +30,7 @@ use nix::errno::Errno;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,8 +47,14 @@ pub trait Listener: Send {
     fn spawned(&mut self, result: Result<u32, SpawnError>);
     fn output(&mut self, stream: Stream, os_pid: u32, data: &[u8]);
     /// `None` when the status cannot be known (an adopted process, or the kernel reaped the
-    /// child because SIGCHLD was ignored).
-    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>, usage: Option<Usage>);
+    /// child because SIGCHLD was ignored). `counters` are the child's final byte counts.
+    fn exited(
+        &mut self,
+        os_pid: u32,
+        status: Option<ExitStatus>,
+        usage: Option<Usage>,
+        counters: Counters,
+    );
 }
 
 /// Resource usage of an exited child (`wait4`'s rusage).
@@ -110,6 +116,9 @@ enum Request {
         id: u64,
         reply: Box<dyn FnOnce(Option<Counters>) + Send>,
     },
+    SetWatchdog {
+        program: Vec<u8>,
+    },
 }
 
 struct Shared {
@@ -118,7 +127,14 @@ struct Shared {
     registry: Registry,
     next_id: AtomicU64,
     watchdog_pid: AtomicI32,
+    /// Children beyond this are refused (`SpawnError::MaxChildren`).
+    max_children: AtomicUsize,
+    /// Largest single read from a pipe.
+    read_chunk: AtomicUsize,
 }
+
+/// Defaults of the runtime limits (`Reactor::configure`).
+pub const DEFAULT_MAX_CHILDREN: usize = 10_000;
 
 /// How the reactor runs.
 #[derive(Debug, Clone, Default)]
@@ -152,6 +168,8 @@ impl Reactor {
             registry: Registry::default(),
             next_id: AtomicU64::new(1),
             watchdog_pid: AtomicI32::new(0),
+            max_children: AtomicUsize::new(DEFAULT_MAX_CHILDREN),
+            read_chunk: AtomicUsize::new(READ_CHUNK),
         });
         let mut event_loop = EventLoop::new(shared.clone(), receiver, options)?;
         event_loop.start_watchdog();
@@ -261,6 +279,24 @@ impl Reactor {
     /// The live children.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
+    }
+
+    /// Sets the runtime limits: the most children at once, and the largest read from a pipe
+    /// (1 KiB to 16 MiB). Applies to spawns and reads from now on.
+    pub fn configure(&self, max_children: usize, read_chunk: usize) {
+        self.shared
+            .max_children
+            .store(max_children, Ordering::Relaxed);
+        let read_chunk = read_chunk.clamp(1024, 16 << 20);
+        self.shared.read_chunk.store(read_chunk, Ordering::Relaxed);
+        // The loop picks the new size up at its next wake-up.
+        sys::eventfd_signal(self.shared.wake.as_raw_fd());
+    }
+
+    /// Starts the watchdog program at `program` if none was given yet. A program that is
+    /// already running is kept (changing it needs a new VM).
+    pub fn set_watchdog(&self, program: Vec<u8>) {
+        self.send(Request::SetWatchdog { program });
     }
 
     /// The watchdog program's pid while it runs.
@@ -373,7 +409,7 @@ struct Silent;
 impl Listener for Silent {
     fn spawned(&mut self, _: Result<u32, SpawnError>) {}
     fn output(&mut self, _: Stream, _: u32, _: &[u8]) {}
-    fn exited(&mut self, _: u32, _: Option<ExitStatus>, _: Option<Usage>) {}
+    fn exited(&mut self, _: u32, _: Option<ExitStatus>, _: Option<Usage>, _: Counters) {}
 }
 
 impl EventLoop {
@@ -482,6 +518,10 @@ impl EventLoop {
         match token {
             WAKE_TOKEN => {
                 sys::eventfd_drain(self.shared.wake.as_raw_fd());
+                let chunk = self.shared.read_chunk.load(Ordering::Relaxed);
+                if chunk != self.buffer.len() {
+                    self.buffer = vec![0; chunk];
+                }
                 while let Ok(request) = self.receiver.try_recv() {
                     self.handle(request);
                 }
@@ -551,6 +591,11 @@ impl EventLoop {
                     let _ = sys::set_window_size(fd, rows, cols);
                 }
             }
+            Request::SetWatchdog { program } => {
+                if self.watchdog.set_program(program) {
+                    self.guarded(0, Self::start_watchdog);
+                }
+            }
             Request::Counters { id, reply } => {
                 let counters = self.children.get(&id).map(|c| c.counters);
                 let _ = catch_unwind(AssertUnwindSafe(|| reply(counters)));
@@ -568,6 +613,10 @@ impl EventLoop {
         mut listener: Box<dyn Listener>,
         tag: Option<Tag>,
     ) {
+        let limit = self.shared.max_children.load(Ordering::Relaxed);
+        if tag.is_some() && self.shared.registry.len() >= limit {
+            return listener.spawned(Err(SpawnError::MaxChildren));
+        }
         let spawned = catch_unwind(AssertUnwindSafe(|| {
             spawn::spawn(command, &mut self.stack, self.dev_null.as_raw_fd())
         }))
@@ -931,7 +980,9 @@ impl EventLoop {
             Some((status, usage)) => (Some(status), Some(usage)),
             None => (None, None),
         };
-        child.listener.exited(child.os_pid, status, usage);
+        child
+            .listener
+            .exited(child.os_pid, status, usage, child.counters);
         self.notify_if_idle();
     }
 
@@ -993,7 +1044,9 @@ impl EventLoop {
             self.unwatch(pipe.fd.as_raw_fd());
         }
         self.release_resources(id, &mut child);
-        child.listener.exited(child.os_pid, None, None);
+        child
+            .listener
+            .exited(child.os_pid, None, None, child.counters);
         self.notify_if_idle();
     }
 

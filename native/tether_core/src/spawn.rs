@@ -35,6 +35,8 @@ pub enum SpawnError {
     InvalidCommand,
     /// The `user` does not exist.
     UnknownUser,
+    /// As many children run as the configured maximum.
+    MaxChildren,
     /// The event loop hit an internal error while spawning.
     Internal,
 }
@@ -47,6 +49,7 @@ impl SpawnError {
             SpawnError::SigchldIgnored => "sigchld_ignored".into(),
             SpawnError::InvalidCommand => "invalid_command".into(),
             SpawnError::UnknownUser => "unknown_user".into(),
+            SpawnError::MaxChildren => "max_children".into(),
             SpawnError::Internal => "internal".into(),
         }
     }

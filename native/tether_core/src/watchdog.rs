@@ -52,6 +52,15 @@ impl Watchdog {
         }
     }
 
+    /// Sets the program when none is set yet; returns whether it was set.
+    pub fn set_program(&mut self, program: Vec<u8>) -> bool {
+        if self.program.is_some() {
+            return false;
+        }
+        self.program = Some(program);
+        true
+    }
+
     /// The program's pid while it runs.
     pub fn pid(&self) -> Option<libc::pid_t> {
         self.running.as_ref().map(|r| r.pid)

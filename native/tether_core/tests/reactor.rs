@@ -25,7 +25,13 @@ impl Listener for Recorder {
     fn output(&mut self, stream: Stream, _os_pid: u32, data: &[u8]) {
         let _ = self.0.send(Event::Output(stream, data.to_vec()));
     }
-    fn exited(&mut self, _os_pid: u32, status: Option<ExitStatus>, usage: Option<Usage>) {
+    fn exited(
+        &mut self,
+        _os_pid: u32,
+        status: Option<ExitStatus>,
+        usage: Option<Usage>,
+        _counters: tether_core::Counters,
+    ) {
         let _ = self.0.send(Event::Exited(status, usage));
     }
 }

@@ -27,7 +27,6 @@ rustler::atoms! {
     tether_exit,
     tether_all_stopped,
     tether_counters,
-    watchdog,
     user_time_us,
     system_time_us,
     max_rss,

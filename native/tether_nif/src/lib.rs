@@ -22,17 +22,11 @@ fn reactor() -> &'static Reactor {
     REACTOR.get().expect("the reactor starts in load")
 }
 
-/// `info` is `%{watchdog: path | nil}` from `Tether.Native`.
-fn load(_env: Env, info: Term) -> bool {
+fn load(_env: Env, _info: Term) -> bool {
     if REACTOR.get().is_some() {
         return true;
     }
-    let watchdog = info
-        .map_get(atoms::watchdog())
-        .ok()
-        .and_then(|path| path.decode::<rustler::Binary>().ok())
-        .map(|path| path.as_slice().to_vec());
-    match Reactor::start(tether_core::Options { watchdog }) {
+    match Reactor::start(tether_core::Options::default()) {
         Ok(reactor) => REACTOR.set(reactor).is_ok(),
         Err(_) => false,
     }
@@ -188,6 +182,22 @@ fn counters<'a>(env: Env<'a>, os_pid: u32, reply_to: LocalPid, reference: Term<'
 #[rustler::nif]
 fn rlimit_known(name: String) -> bool {
     tether_core::command::rlimit_resource(&name).is_some()
+}
+
+/// Sets the runtime limits (from `config :tether`) and starts the watchdog program.
+#[rustler::nif]
+fn configure(max_children: usize, read_chunk: usize, watchdog: Option<rustler::Binary>) -> Atom {
+    reactor().configure(max_children, read_chunk);
+    if let Some(path) = watchdog {
+        reactor().set_watchdog(path.as_slice().to_vec());
+    }
+    atoms::ok()
+}
+
+/// The number of live children.
+#[rustler::nif]
+fn count() -> usize {
+    reactor().registry().len()
 }
 
 #[rustler::nif]

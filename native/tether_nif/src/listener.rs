@@ -7,7 +7,7 @@ use crate::atoms;
 use crate::spec::Routes;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, Term};
 use std::cell::RefCell;
-use tether_core::{signal, ExitStatus, Listener, SpawnError, Stream, Usage};
+use tether_core::{signal, Counters, ExitStatus, Listener, SpawnError, Stream, Usage};
 
 thread_local! {
     /// One message environment for the reactor thread, cleared after every send.
@@ -46,13 +46,27 @@ pub fn encode_reason<'a>(env: Env<'a>, status: Option<ExitStatus>, success: i32)
     }
 }
 
-/// `%{user_time_us: n, system_time_us: n, max_rss: bytes}`.
-fn encode_usage(env: Env, usage: Usage) -> Term {
-    rustler::term_map!(env, {
-        atoms::user_time_us() => usage.user_time.as_micros() as u64,
-        atoms::system_time_us() => usage.system_time.as_micros() as u64,
-        atoms::max_rss() => usage.max_rss,
-    })
+/// `%{stdout_bytes: n, stderr_bytes: n, stdin_bytes: n}` and, when known,
+/// `user_time_us`, `system_time_us` and `max_rss` (bytes).
+fn encode_exit_info(env: Env, usage: Option<Usage>, counters: Counters) -> Term {
+    let map = rustler::term_map!(env, {
+        atoms::stdout_bytes() => counters.stdout_bytes,
+        atoms::stderr_bytes() => counters.stderr_bytes,
+        atoms::stdin_bytes() => counters.stdin_bytes,
+    });
+    match usage {
+        None => map,
+        Some(usage) => map
+            .map_put(atoms::user_time_us(), usage.user_time.as_micros() as u64)
+            .and_then(|m| {
+                m.map_put(
+                    atoms::system_time_us(),
+                    usage.system_time.as_micros() as u64,
+                )
+            })
+            .and_then(|m| m.map_put(atoms::max_rss(), usage.max_rss))
+            .unwrap_or(map),
+    }
 }
 
 pub struct BeamListener {
@@ -92,7 +106,13 @@ impl Listener for BeamListener {
         });
     }
 
-    fn exited(&mut self, os_pid: u32, status: Option<ExitStatus>, usage: Option<Usage>) {
+    fn exited(
+        &mut self,
+        os_pid: u32,
+        status: Option<ExitStatus>,
+        usage: Option<Usage>,
+        counters: Counters,
+    ) {
         let process = self.routes.process;
         let success = self.routes.success_exit_code;
         if let Some(monitor) = self.routes.monitor {
@@ -102,14 +122,12 @@ impl Listener for BeamListener {
             });
         }
         send(&process, |env| {
-            let usage = usage
-                .map(|u| encode_usage(env, u))
-                .unwrap_or(atoms::nil().encode(env));
+            let info = encode_exit_info(env, usage, counters);
             (
                 atoms::tether_exit(),
                 os_pid,
                 encode_reason(env, status, success),
-                usage,
+                info,
             )
                 .encode(env)
         });

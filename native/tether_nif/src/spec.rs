@@ -35,6 +35,8 @@ pub struct Spec<'a> {
     monitor: Option<LocalPid>,
     /// An exit code reported as `:normal`, besides 0.
     success_exit_code: i32,
+    /// Requested pipe size (0: the kernel's default).
+    pipe_size: usize,
 }
 
 /// Where one child's events go.
@@ -172,6 +174,7 @@ impl Spec<'_> {
         command.rlimits = rlimits.into_iter().map(rlimit).collect::<Result<_, _>>()?;
         command.idle_timeout = self.idle_timeout_ms.map(Duration::from_millis);
         command.max_output = self.max_output;
+        command.pipe_size = self.pipe_size;
         let routes = Routes {
             process,
             stdout: stdout_to,
