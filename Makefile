@@ -15,7 +15,7 @@ tour: setup
 ## Every test: cargo tests of the native core, then ExUnit with real processes.
 test: setup
 	cargo test --workspace
-	mix test --include slow_cluster --include stress
+	mix test --include slow_cluster --include stress --include scale
 
 bench: setup
 	MIX_ENV=prod mix run bench/spawn.exs

@@ -87,7 +87,7 @@ defmodule Mix.Tasks.Compile.TetherNative do
   end
 
   defp no_cargo do
-    "cargo was not found on PATH. Tether builds its NIF with Rust (1.77 or newer): " <>
+    "cargo was not found on PATH. Tether builds its NIF with Rust (1.82 or newer): " <>
       "install it from https://rustup.rs and run the command again."
   end
 end

@@ -89,6 +89,18 @@ defmodule Tether do
       the terminal; its output arrives as `:stdout`). `{:winsz, {rows, cols}}` sets its size
       (default 24×80; `winsz/3` changes it later), `:pty_echo` turns echo on.
 
+  Flow control (per stream, like gen_tcp's `:active`):
+
+    * `{:active, true}` - push every chunk as it is read (the default).
+    * `{:active, :once}` - send one chunk, then go passive; `{:active, n}` - send `n` chunks,
+      then go passive. `{:active, [stdout: mode, stderr: mode]}` sets each stream. A passive
+      stream is not read: the child blocks on its full pipe instead of the VM filling with
+      binaries. Going passive sends `{:tether_passive, os_pid, stream}` to the stream's
+      destination; `activate/3` grants more. The `:DOWN` still follows the last chunk: a
+      process that exits with output pending waits for it to be taken.
+    * Output to a fun or `:print` is flow-controlled by itself: the next chunk is read once
+      the handler has returned.
+
   Waiting:
 
     * `:sync` - wait for the exit and return `{:ok, [stdout: chunks, stderr: chunks]}` (the
@@ -103,6 +115,7 @@ defmodule Tether do
   | `{:stdout, os_pid, binary}` | the `:stdout` destination | output arrives |
   | `{:stderr, os_pid, binary}` | the `:stderr` destination | output arrives |
   | `{:DOWN, os_pid, :process, pid, reason}` | the caller, with `:monitor` | after the last output |
+  | `{:tether_passive, os_pid, stream}` | the stream's destination | a flow-controlled stream goes passive |
 
   `reason` is `:normal` (exit status 0), `{:exit_status, code}` (1..255),
   `{:signal, name, core_dumped?}` (`{:signal, :sigkill, false}`; real-time signals by number),
@@ -435,6 +448,60 @@ defmodule Tether do
   def winsz(_target, rows, cols) do
     raise ArgumentError, "invalid window size: #{inspect({rows, cols})} (expected 1..65535 each)"
   end
+
+  @doc """
+  Grants more output to flow-controlled streams (see `{:active, mode}`): `:once` (one more
+  chunk), a count of chunks, or `true` (read freely again). `stream` is `:stdout`, `:stderr` or
+  `:all` (the default).
+
+      iex> {:ok, _pid, os_pid} = Tether.run("echo one; sleep 0.2; echo two", [:stdout, :monitor, active: :once])
+      iex> receive do {:stdout, ^os_pid, data} -> data end
+      "one\\n"
+      iex> receive do {:tether_passive, ^os_pid, :stdout} -> :passive end
+      :passive
+      iex> Tether.activate(os_pid, true)
+      :ok
+      iex> receive do {:stdout, ^os_pid, data} -> data end
+      "two\\n"
+  """
+  @spec activate(target, true | :once | non_neg_integer, :stdout | :stderr | :all) ::
+          :ok | {:error, :no_process}
+  def activate(target, mode, stream \\ :all) when stream in [:stdout, :stderr, :all] do
+    credit =
+      case Tether.Options.active!(mode) do
+        true -> nil
+        :once -> 1
+        n -> n
+      end
+
+    stream = if stream == :all, do: nil, else: stream
+    with {:ok, os_pid} <- resolve(target), do: Tether.Native.activate(os_pid, stream, credit)
+  end
+
+  @doc """
+  Runs `command` and returns an Enumerable of its stdout chunks, read only on demand (the
+  process is flow-controlled: it blocks while nobody asks). The process starts when the stream
+  is first consumed, owned by the consuming process. Halting early (`Enum.take/2`) stops it.
+  Ends with `{:exit, reason}` as its last element. Options: those of `run/2` (not `:stdout`,
+  `:monitor`), plus `:input` (iodata or an Enumerable written to stdin, then EOF).
+
+      iex> Tether.stream(["seq", "1", "3"]) |> Enum.to_list() |> List.last()
+      {:exit, :normal}
+  """
+  @spec stream(command, keyword) :: Enumerable.t()
+  def stream(command, options \\ []), do: Tether.Stream.new(command, options, false)
+
+  @doc """
+  Like `stream/2`, but yields only the chunks and raises `Tether.Stream.ExitError` at the end when the
+  process did not exit with status 0.
+
+      iex> Tether.stream!(["seq", "1", "3"]) |> Enum.join()
+      "1\\n2\\n3\\n"
+      iex> Tether.stream!(["sh", "-c", "yes | head -c 1000000"]) |> Enum.take(1) |> length()
+      1
+  """
+  @spec stream!(command, keyword) :: Enumerable.t()
+  def stream!(command, options \\ []), do: Tether.Stream.new(command, options, true)
 
   @manage_options [:monitor, :link, :kill_timeout, :kill, :kill_sequence, :kill_group, :detach] ++
                     [:success_exit_code]

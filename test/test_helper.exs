@@ -1,1 +1,1 @@
-ExUnit.start(exclude: [:slow_cluster, :stress], capture_log: true)
+ExUnit.start(exclude: [:slow_cluster, :stress, :scale], capture_log: true)

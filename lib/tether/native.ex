@@ -33,6 +33,7 @@ defmodule Tether.Native do
   def rlimit_known(_name), do: err()
   def configure(_max_children, _read_chunk, _watchdog_path), do: err()
   def count(), do: err()
+  def activate(_os_pid, _stream, _credit), do: err()
   def stop(_os_pid), do: err()
   def kill(_os_pid, _signal), do: err()
   def status(_os_pid), do: err()

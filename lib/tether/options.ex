@@ -32,6 +32,8 @@ defmodule Tether.Options do
           monitor: pid | nil,
           success_exit_code: 0..255,
           pipe_size: non_neg_integer,
+          stdout_credit: non_neg_integer | nil,
+          stderr_credit: non_neg_integer | nil,
           handlers: %{optional(:stdout | :stderr) => (atom, pos_integer, binary -> any)},
           link: boolean,
           sync: boolean,
@@ -95,6 +97,7 @@ defmodule Tether.Options do
       monitor: nil,
       success_exit_code: 0,
       handlers: %{},
+      active: %{stdout: true, stderr: true},
       link: false,
       sync: false,
       timeout: :infinity
@@ -251,6 +254,21 @@ defmodule Tether.Options do
   defp option!({:success_exit_code, code}, spec, _caller) when code in 0..255,
     do: %{spec | success_exit_code: code}
 
+  defp option!({:active, [_ | _] = modes}, spec, _caller) do
+    Enum.reduce(modes, spec, fn
+      {stream, mode}, spec when stream in [:stdout, :stderr] ->
+        %{spec | active: Map.put(spec.active, stream, active!(mode))}
+
+      other, _spec ->
+        bad!(:active, other, "[stdout: mode, stderr: mode]")
+    end)
+  end
+
+  defp option!({:active, mode}, spec, _caller) do
+    mode = active!(mode)
+    %{spec | active: %{stdout: mode, stderr: mode}}
+  end
+
   defp option!({:link, flag}, spec, _caller) when is_boolean(flag), do: %{spec | link: flag}
   defp option!({:sync, flag}, spec, _caller) when is_boolean(flag), do: %{spec | sync: flag}
 
@@ -259,7 +277,7 @@ defmodule Tether.Options do
   defp option!({:timeout, ms}, spec, _caller),
     do: %{spec | timeout: positive_ms!(ms, :timeout)}
 
-  @known [:monitor, :stdin, :env, :cd, :executable, :kill_timeout, :kill, :kill_sequence] ++
+  @known [:active, :monitor, :stdin, :env, :cd, :executable, :kill_timeout, :kill, :kill_sequence] ++
            [:kill_group, :group, :detach, :pty, :winsz, :pty_echo, :nice, :user, :rlimit] ++
            [:idle_timeout, :max_output, :success_exit_code, :link, :sync, :timeout]
 
@@ -303,10 +321,26 @@ defmodule Tether.Options do
     {monitor, down_to} =
       if spec.handlers == %{}, do: {spec.monitor, nil}, else: {nil, spec.monitor}
 
+    # Handlers get backpressure: one chunk at a time, the Tether.Process asks for the next.
+    credit = fn stream ->
+      if Map.has_key?(spec.handlers, stream), do: 1, else: credit(spec.active[stream])
+    end
+
     spec
-    |> Map.drop([:kill_timeout_ms, :kill_command, :kill_sequence, :pty_echo])
+    |> Map.drop([:kill_timeout_ms, :kill_command, :kill_sequence, :pty_echo, :active])
     |> Map.merge(%{stop: stop, pty: pty, stdin: stdin, monitor: monitor, down_to: down_to})
+    |> Map.merge(%{stdout_credit: credit.(:stdout), stderr_credit: credit.(:stderr)})
   end
+
+  defp credit(true), do: nil
+  defp credit(:once), do: 1
+  defp credit(n), do: n
+
+  @doc false
+  # Validates an :active mode (also for Tether.activate/3).
+  def active!(mode) when mode in [true, :once], do: mode
+  def active!(n) when is_integer(n) and n >= 0 and n <= @max_timeout_ms, do: n
+  def active!(other), do: bad!(:active, other, "true, :once or a count of messages")
 
   # ── Values ───────────────────────────────────────────────────────────────────────────────
 

@@ -81,7 +81,7 @@ defmodule Tether.Process do
         Tether.Trace.event(os_pid, fn -> "Tether spawned #{os_pid}: #{inspect(spec.argv)}" end)
         send(caller, {ref, {:ok, os_pid}})
 
-        loop(%{
+        wait(%{
           os_pid: os_pid,
           handle: handle,
           handlers: spec.handlers,
@@ -100,11 +100,24 @@ defmodule Tether.Process do
     end
   end
 
-  defp loop(%{os_pid: os_pid} = state) do
+  # Without output handlers the process only waits for the exit: hibernated, its heap shrinks
+  # to its live data (under 1 KiB instead of ~2.7 KiB), which matters with 10,000 children.
+  defp wait(%{handlers: handlers} = state) when handlers == %{},
+    do: :erlang.hibernate(__MODULE__, :loop, [state])
+
+  defp wait(state), do: loop(state)
+
+  @doc false
+  def loop(%{os_pid: os_pid} = state) do
     receive do
       {stream, ^os_pid, data} when stream in [:stdout, :stderr] ->
         handle_output(state, stream, data)
-        loop(state)
+        wait(state)
+
+      {:tether_passive, ^os_pid, stream} ->
+        # The handler has run for every chunk so far: ask for the next one.
+        Tether.Native.activate(os_pid, stream, 1)
+        wait(state)
 
       {:tether_exit, ^os_pid, reason, final} ->
         if state.down_to, do: send(state.down_to, {:DOWN, os_pid, :process, self(), reason})
@@ -112,7 +125,7 @@ defmodule Tether.Process do
         exit(reason)
 
       _other ->
-        loop(state)
+        wait(state)
     end
   end
 

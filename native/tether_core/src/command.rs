@@ -125,6 +125,10 @@ pub struct Command {
     pub idle_timeout: Option<Duration>,
     /// Stop the child once it has written more than this many bytes of output.
     pub max_output: Option<u64>,
+    /// Flow control of stdout: messages it may send before going passive (`None`: no limit).
+    pub stdout_credit: Option<u64>,
+    /// Flow control of stderr.
+    pub stderr_credit: Option<u64>,
 }
 
 impl Command {
@@ -154,6 +158,8 @@ impl Command {
             rlimits: Vec::new(),
             idle_timeout: None,
             max_output: None,
+            stdout_credit: None,
+            stderr_credit: None,
         }
     }
 

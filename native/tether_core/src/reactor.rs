@@ -46,6 +46,8 @@ pub enum Stream {
 pub trait Listener: Send {
     fn spawned(&mut self, result: Result<u32, SpawnError>);
     fn output(&mut self, stream: Stream, os_pid: u32, data: &[u8]);
+    /// A flow-controlled stream used its last credit: nothing more is read until `activate`.
+    fn passive(&mut self, _stream: Stream, _os_pid: u32) {}
     /// `None` when the status cannot be known (an adopted process, or the kernel reaped the
     /// child because SIGCHLD was ignored). `counters` are the child's final byte counts.
     fn exited(
@@ -118,6 +120,11 @@ enum Request {
     },
     SetWatchdog {
         program: Vec<u8>,
+    },
+    Activate {
+        id: u64,
+        stream: Option<Stream>,
+        credit: Option<u64>,
     },
 }
 
@@ -293,6 +300,19 @@ impl Reactor {
         sys::eventfd_signal(self.shared.wake.as_raw_fd());
     }
 
+    /// Grants read credit to a flow-controlled stream of the child (`None`: both): `Some(n)`
+    /// more messages (`Some(1)` is gen_tcp's `:once`), `None` to read freely again.
+    pub fn activate(
+        &self,
+        os_pid: u32,
+        stream: Option<Stream>,
+        credit: Option<u64>,
+    ) -> Result<(), NoProcess> {
+        let id = self.shared.registry.id(os_pid)?;
+        self.send(Request::Activate { id, stream, credit });
+        Ok(())
+    }
+
     /// Starts the watchdog program at `program` if none was given yet. A program that is
     /// already running is kept (changing it needs a new VM).
     pub fn set_watchdog(&self, program: Vec<u8>) {
@@ -312,6 +332,12 @@ impl Reactor {
 struct Pipe {
     stream: Stream,
     fd: OwnedFd,
+    /// Messages it may still send (flow control); `None`: no limit.
+    credit: Option<u64>,
+    /// Registered in the epoll set (not while out of credit).
+    watching: bool,
+    /// After the child's exit: the bytes still owed (what the pipe held at the exit).
+    owed: Option<usize>,
 }
 
 /// What waits to be written to a child's stdin.
@@ -352,6 +378,8 @@ struct Child {
     last_output: Instant,
     max_output: Option<u64>,
     counters: Counters,
+    /// Reaped, with its status; reported once every owed byte is delivered.
+    exit: Option<(Option<ExitStatus>, Option<Usage>)>,
 }
 
 impl Child {
@@ -455,15 +483,7 @@ impl EventLoop {
     }
 
     fn unwatch(&self, fd: RawFd) {
-        // SAFETY: EPOLL_CTL_DEL ignores the event argument.
-        let _ = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            )
-        };
+        epoll_remove(self.epoll.as_raw_fd(), fd);
     }
 
     fn run(&mut self) -> ! {
@@ -591,6 +611,9 @@ impl EventLoop {
                     let _ = sys::set_window_size(fd, rows, cols);
                 }
             }
+            Request::Activate { id, stream, credit } => {
+                self.guarded(id, |this| this.activate(id, stream, credit))
+            }
             Request::SetWatchdog { program } => {
                 if self.watchdog.set_program(program) {
                     self.guarded(0, Self::start_watchdog);
@@ -629,18 +652,32 @@ impl EventLoop {
             .pty
             .and(spawned.stdout.as_ref().map(|fd| fd.as_raw_fd()));
         let mut pipes = Vec::new();
-        for (fd, stream, kind) in [
-            (spawned.stdout, Stream::Stdout, KIND_STDOUT),
-            (spawned.stderr, Stream::Stderr, KIND_STDERR),
+        for (fd, stream, kind, credit) in [
+            (
+                spawned.stdout,
+                Stream::Stdout,
+                KIND_STDOUT,
+                command.stdout_credit,
+            ),
+            (
+                spawned.stderr,
+                Stream::Stderr,
+                KIND_STDERR,
+                command.stderr_credit,
+            ),
         ] {
             if let Some(fd) = fd {
-                // Cannot fail for a fresh pipe short of ENOMEM; then the stream is not read.
-                if self
-                    .watch(fd.as_raw_fd(), token(id, kind), libc::EPOLLIN)
-                    .is_ok()
-                {
-                    pipes.push(Pipe { stream, fd });
-                }
+                let watching = credit != Some(0)
+                    && self
+                        .watch(fd.as_raw_fd(), token(id, kind), libc::EPOLLIN)
+                        .is_ok();
+                pipes.push(Pipe {
+                    stream,
+                    fd,
+                    credit,
+                    watching,
+                    owed: None,
+                });
             }
         }
         let stdin = spawned.stdin.map(|fd| Stdin {
@@ -671,6 +708,7 @@ impl EventLoop {
             last_output: Instant::now(),
             max_output: command.max_output,
             counters: Counters::default(),
+            exit: None,
         };
         self.insert(id, child, tag);
     }
@@ -709,6 +747,7 @@ impl EventLoop {
             last_output: Instant::now(),
             max_output: None,
             counters: Counters::default(),
+            exit: None,
         };
         self.insert(id, child, Some(tag));
     }
@@ -726,6 +765,7 @@ impl EventLoop {
                     signal_group: child.signal_group,
                     stopping: false,
                     stdin: child.stdin.is_some(),
+                    exited: false,
                     tag,
                 },
             );
@@ -749,6 +789,15 @@ impl EventLoop {
         let Some(child) = self.children.get_mut(&id) else {
             return;
         };
+        if child.exit.is_some() {
+            // Exited, output still owed to an owner that is gone (the only one who stops an
+            // exited child): deliver nothing more, report now.
+            let pipes = std::mem::take(&mut child.pipes);
+            for pipe in pipes {
+                self.unwatch(pipe.fd.as_raw_fd());
+            }
+            return self.finish_if_done(id);
+        }
         if child.stopping {
             return;
         }
@@ -844,27 +893,106 @@ impl EventLoop {
     // ── Output and input ─────────────────────────────────────────────────────────────────────
 
     fn on_readable(&mut self, id: u64, stream: Stream) {
+        self.read_once(id, stream);
+        self.finish_if_done(id);
+    }
+
+    /// One read from a stream, within its credit and, after the exit, within what is owed.
+    /// Returns whether it read something.
+    fn read_once(&mut self, id: u64, stream: Stream) -> bool {
+        let epoll = self.epoll.as_raw_fd();
         let Some(child) = self.children.get_mut(&id) else {
-            return;
+            return false;
         };
         let Some(index) = child.pipes.iter().position(|p| p.stream == stream) else {
-            return;
+            return false;
         };
-        let fd = child.pipes[index].fd.as_raw_fd();
-        match sys::read(fd, &mut self.buffer) {
+        let pipe = &mut child.pipes[index];
+        if pipe.credit == Some(0) {
+            return false;
+        }
+        let want = match pipe.owed {
+            Some(0) => 0,
+            Some(owed) => owed.min(self.buffer.len()),
+            None => self.buffer.len(),
+        };
+        let fd = pipe.fd.as_raw_fd();
+        let result = if want == 0 {
+            Ok(0)
+        } else {
+            sys::read(fd, &mut self.buffer[..want])
+        };
+        match result {
             Ok(n) if n > 0 => {
+                pipe.owed = pipe.owed.map(|owed| owed - n);
+                let passive = match &mut pipe.credit {
+                    Some(credit) => {
+                        *credit -= 1;
+                        *credit == 0
+                    }
+                    None => false,
+                };
+                if passive && pipe.watching {
+                    pipe.watching = false;
+                    epoll_remove(epoll, fd);
+                }
                 child
                     .listener
                     .output(stream, child.os_pid, &self.buffer[..n]);
+                if passive {
+                    child.listener.passive(stream, child.os_pid);
+                }
                 self.count_output(id, stream, n);
+                true
             }
-            Err(Errno::EAGAIN) => {}
+            Err(Errno::EAGAIN) if want > 0 => false,
             _ => {
-                // End of file (EIO for a pty whose other side closed): this stream is done.
+                // End of file (EIO for a pty whose other side closed), or all owed delivered.
                 let pipe = child.pipes.swap_remove(index);
-                self.unwatch(pipe.fd.as_raw_fd());
+                if pipe.watching {
+                    epoll_remove(epoll, pipe.fd.as_raw_fd());
+                }
+                false
             }
         }
+    }
+
+    /// Grants credit to flow-controlled streams of a child, and reads what is owed.
+    fn activate(&mut self, id: u64, stream: Option<Stream>, credit: Option<u64>) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let mut rewatch = Vec::new();
+        let exited = child.exit.is_some();
+        for pipe in child
+            .pipes
+            .iter_mut()
+            .filter(|p| stream.is_none_or(|s| s == p.stream))
+        {
+            pipe.credit = match (pipe.credit, credit) {
+                (_, None) => None,
+                (None, Some(_)) => pipe.credit,
+                (Some(old), Some(more)) => Some(old.saturating_add(more)),
+            };
+            if pipe.credit != Some(0) && !pipe.watching {
+                pipe.watching = true;
+                let kind = match pipe.stream {
+                    Stream::Stdout => KIND_STDOUT,
+                    Stream::Stderr => KIND_STDERR,
+                };
+                rewatch.push((pipe.fd.as_raw_fd(), kind));
+            }
+        }
+        for (fd, kind) in rewatch {
+            let _ = self.watch(fd, token(id, kind), libc::EPOLLIN);
+        }
+        if exited {
+            // Nothing will wake us for bytes already in the pipe: deliver them now.
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                while self.read_once(id, stream) {}
+            }
+        }
+        self.finish_if_done(id);
     }
 
     fn count_output(&mut self, id: u64, stream: Stream, n: usize) {
@@ -937,6 +1065,9 @@ impl EventLoop {
         let Some(child) = self.children.get(&id) else {
             return;
         };
+        if child.exit.is_some() {
+            return;
+        }
         let (pid, pidfd, adopted) = (child.pid, child.pidfd.as_raw_fd(), child.adopted);
         // Only a group the child leads: a joined group is not ours to empty.
         let kill_rest_of_group =
@@ -955,31 +1086,55 @@ impl EventLoop {
             let writable = self.watchdog.release(pid);
             self.apply_writable(writable);
         }
-        let reaped = self.shared.registry.remove(child.os_pid, || match state {
-            sys::ExitState::Exited => {
-                if kill_rest_of_group {
-                    // The zombie leader still pins the group id: no recycled group is hit.
-                    let _ = sys::killpg(pid, libc::SIGKILL);
+        let reaped = self
+            .shared
+            .registry
+            .mark_exited(child.os_pid, || match state {
+                sys::ExitState::Exited => {
+                    if kill_rest_of_group {
+                        // The zombie leader still pins the group id: no recycled group is hit.
+                        let _ = sys::killpg(pid, libc::SIGKILL);
+                    }
+                    sys::reap(pid)
+                        .ok()
+                        .map(|(raw, usage)| (ExitStatus::from_raw(raw), usage_of(&usage)))
                 }
-                sys::reap(pid)
-                    .ok()
-                    .map(|(raw, usage)| (ExitStatus::from_raw(raw), usage_of(&usage)))
-            }
-            _ => None,
+                _ => None,
+            });
+        self.unwatch(pidfd);
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        child.exit = Some(match reaped {
+            Some((status, usage)) => (Some(status), Some(usage)),
+            None => (None, None),
         });
+        // Owe exactly what the pipes hold now: a grandchild may keep writing forever.
+        for pipe in &mut child.pipes {
+            pipe.owed = Some(sys::bytes_available(pipe.fd.as_raw_fd()));
+        }
+        let streams: Vec<Stream> = child.pipes.iter().map(|p| p.stream).collect();
+        for stream in streams {
+            while self.read_once(id, stream) {}
+        }
+        self.finish_if_done(id);
+    }
+
+    /// Reports the exit of a reaped child once nothing more is owed to its owner.
+    fn finish_if_done(&mut self, id: u64) {
+        let done = self
+            .children
+            .get(&id)
+            .is_some_and(|c| c.exit.is_some() && c.pipes.is_empty());
+        if !done {
+            return;
+        }
         let Some(mut child) = self.children.remove(&id) else {
             return;
         };
-        self.unwatch(pidfd);
-        for pipe in std::mem::take(&mut child.pipes) {
-            self.drain(&mut child, &pipe);
-            self.unwatch(pipe.fd.as_raw_fd());
-        }
+        self.shared.registry.remove(child.os_pid, || ());
         self.release_resources(id, &mut child);
-        let (status, usage) = match reaped {
-            Some((status, usage)) => (Some(status), Some(usage)),
-            None => (None, None),
-        };
+        let (status, usage) = child.exit.unwrap_or((None, None));
         child
             .listener
             .exited(child.os_pid, status, usage, child.counters);
@@ -998,28 +1153,6 @@ impl EventLoop {
         }
         if let Some(at) = child.idle_deadline {
             self.timers.remove(&(at, id, Timer::Idle));
-        }
-    }
-
-    /// Reads what the pipe holds now, and no more: a grandchild may keep writing forever.
-    fn drain(&mut self, child: &mut Child, pipe: &Pipe) {
-        let fd = pipe.fd.as_raw_fd();
-        let mut left = sys::bytes_available(fd);
-        while left > 0 {
-            let want = left.min(self.buffer.len());
-            match sys::read(fd, &mut self.buffer[..want]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    left -= n;
-                    child
-                        .listener
-                        .output(pipe.stream, child.os_pid, &self.buffer[..n]);
-                    match pipe.stream {
-                        Stream::Stdout => child.counters.stdout_bytes += n as u64,
-                        Stream::Stderr => child.counters.stderr_bytes += n as u64,
-                    }
-                }
-            }
         }
     }
 
@@ -1097,16 +1230,19 @@ impl EventLoop {
 
     fn on_watchdog_exit(&mut self) {
         let epoll = self.epoll.as_raw_fd();
-        let exited = self.watchdog.on_exit(|fd| {
-            // SAFETY: EPOLL_CTL_DEL ignores the event argument.
-            unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-        });
+        let exited = self.watchdog.on_exit(|fd| epoll_remove(epoll, fd));
         if exited {
             eprintln!("tether: the watchdog exited; starting a new one");
             self.shared.watchdog_pid.store(0, Ordering::Relaxed);
             self.start_watchdog();
         }
     }
+}
+
+/// Removes `fd` from the epoll set `epoll` (a free function, for use while a child is borrowed).
+fn epoll_remove(epoll: RawFd, fd: RawFd) {
+    // SAFETY: EPOLL_CTL_DEL ignores the event argument.
+    let _ = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
 }
 
 fn usage_of(usage: &libc::rusage) -> Usage {

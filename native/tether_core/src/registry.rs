@@ -37,6 +37,8 @@ pub(crate) struct Entry {
     pub stopping: bool,
     /// The child has a stdin pipe that is not closed yet.
     pub stdin: bool,
+    /// Reaped; kept until its owed output is delivered. Not signalled, not listed.
+    pub exited: bool,
     pub tag: Tag,
 }
 
@@ -54,7 +56,7 @@ impl Registry {
     /// Sends `signal` to the child (to its whole process group when it leads one).
     pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
         let children = self.lock();
-        let entry = children.get(&os_pid).ok_or(NoProcess)?;
+        let entry = live(children.get(&os_pid))?;
         let _ = match entry.signal_group {
             Some(pgid) => sys::killpg(pgid, signal),
             None => sys::pidfd_send_signal(entry.pidfd, signal),
@@ -65,7 +67,7 @@ impl Registry {
     /// Running, stopping (after a stop request) or stopped (job control).
     pub fn state(&self, os_pid: u32) -> Result<State, NoProcess> {
         let children = self.lock();
-        let entry = children.get(&os_pid).ok_or(NoProcess)?;
+        let entry = live(children.get(&os_pid))?;
         Ok(if entry.stopping {
             State::Stopping
         } else if matches!(sys::proc_state(entry.pid), Some(b'T' | b't')) {
@@ -78,7 +80,10 @@ impl Registry {
     /// Marks the child as stopping and returns its id for the event loop.
     pub fn begin_stop(&self, os_pid: u32) -> Result<u64, NoProcess> {
         let mut children = self.lock();
-        let entry = children.get_mut(&os_pid).ok_or(NoProcess)?;
+        let entry = children
+            .get_mut(&os_pid)
+            .filter(|e| !e.exited)
+            .ok_or(NoProcess)?;
         entry.stopping = true;
         Ok(entry.id)
     }
@@ -91,7 +96,10 @@ impl Registry {
     /// The id of a child whose stdin is open; with `close`, marks it closed from now on.
     pub fn stdin_id(&self, os_pid: u32, close: bool) -> Result<u64, WriteError> {
         let mut children = self.lock();
-        let entry = children.get_mut(&os_pid).ok_or(WriteError::NoProcess)?;
+        let entry = children
+            .get_mut(&os_pid)
+            .filter(|e| !e.exited)
+            .ok_or(WriteError::NoProcess)?;
         if !entry.stdin {
             return Err(WriteError::Closed);
         }
@@ -101,14 +109,19 @@ impl Registry {
 
     /// The os_pids of every live child, ascending.
     pub fn os_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.lock().keys().copied().collect();
+        let mut pids: Vec<u32> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| !e.exited)
+            .map(|(pid, _)| *pid)
+            .collect();
         pids.sort_unstable();
         pids
     }
 
-    /// The tag attached at spawn.
+    /// The tag attached at spawn (while the process lives).
     pub fn tag(&self, os_pid: u32) -> Option<Tag> {
-        self.lock().get(&os_pid).map(|e| e.tag.clone())
+        live(self.lock().get(&os_pid)).ok().map(|e| e.tag.clone())
     }
 
     /// Number of live children.
@@ -131,6 +144,17 @@ impl Registry {
         }
     }
 
+    /// Runs `reap` and marks the entry exited in one critical section, so that nobody signals
+    /// the pid after it was reaped. The entry stays (for `id`) until [`Registry::remove`].
+    pub(crate) fn mark_exited<R>(&self, os_pid: u32, reap: impl FnOnce() -> R) -> R {
+        let mut children = self.lock();
+        let reaped = reap();
+        if let Some(entry) = children.get_mut(&os_pid) {
+            entry.exited = true;
+        }
+        reaped
+    }
+
     /// Runs `reap` and removes the entry in one critical section, so that nobody signals the
     /// pid between the two.
     pub(crate) fn remove<R>(&self, os_pid: u32, reap: impl FnOnce() -> R) -> R {
@@ -139,4 +163,9 @@ impl Registry {
         children.remove(&os_pid);
         reaped
     }
+}
+
+/// The entry of a process that has not exited.
+fn live(entry: Option<&Entry>) -> Result<&Entry, NoProcess> {
+    entry.filter(|e| !e.exited).ok_or(NoProcess)
 }

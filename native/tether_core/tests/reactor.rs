@@ -13,6 +13,7 @@ use tether_core::{
 enum Event {
     Spawned(Result<u32, SpawnError>),
     Output(Stream, Vec<u8>),
+    Passive(Stream),
     Exited(Option<ExitStatus>, Option<Usage>),
 }
 
@@ -24,6 +25,9 @@ impl Listener for Recorder {
     }
     fn output(&mut self, stream: Stream, _os_pid: u32, data: &[u8]) {
         let _ = self.0.send(Event::Output(stream, data.to_vec()));
+    }
+    fn passive(&mut self, stream: Stream, _os_pid: u32) {
+        let _ = self.0.send(Event::Passive(stream));
     }
     fn exited(
         &mut self,
@@ -67,6 +71,7 @@ fn finish(rx: &Receiver<Event>) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>) {
             Event::Output(Stream::Stdout, data) => out.extend(data),
             Event::Output(Stream::Stderr, data) => err.extend(data),
             Event::Exited(status, _) => return (out, err, status),
+            Event::Passive(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -431,4 +436,41 @@ fn usage_is_reported() {
         "{usage:?}"
     );
     assert!(usage.max_rss > 0);
+}
+
+#[test]
+fn flow_control_holds_output_and_the_exit_until_credit_comes() {
+    let mut command = Command::new(["head", "-c", "3000000", "/dev/zero"]);
+    command.stdout = Output::Pipe;
+    command.stdout_credit = Some(1);
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    let first = match rx.recv_timeout(WAIT).unwrap() {
+        Event::Output(Stream::Stdout, data) => data.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        Event::Passive(Stream::Stdout)
+    );
+    // Passive: nothing more is read, the producer blocks, no exit is reported.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    reactor()
+        .activate(os_pid, Some(Stream::Stdout), Some(2))
+        .unwrap();
+    let mut total = first;
+    for _ in 0..2 {
+        match rx.recv_timeout(WAIT).unwrap() {
+            Event::Output(_, data) => total += data.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        Event::Passive(Stream::Stdout)
+    );
+    reactor().activate(os_pid, None, None).unwrap();
+    let (rest, _, status) = finish(&rx);
+    assert_eq!(total + rest.len(), 3_000_000);
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
 }

@@ -178,6 +178,29 @@ fn counters<'a>(env: Env<'a>, os_pid: u32, reply_to: LocalPid, reference: Term<'
     ok_or_no_process(env, result)
 }
 
+/// Grants flow-control credit: `stream` is `:stdout`, `:stderr` or nil (both); `credit` a
+/// count of messages, or nil to read freely.
+#[rustler::nif]
+fn activate(
+    env: Env,
+    os_pid: u32,
+    stream: Option<Atom>,
+    credit: Option<u64>,
+) -> rustler::NifResult<Term> {
+    // `nil` is an atom, so it decodes as `Some(nil)`.
+    let stream = match stream {
+        None => None,
+        Some(s) if s == atoms::nil() => None,
+        Some(s) if s == atoms::stdout() => Some(tether_core::Stream::Stdout),
+        Some(s) if s == atoms::stderr() => Some(tether_core::Stream::Stderr),
+        Some(_) => return Err(rustler::Error::BadArg),
+    };
+    let result = reactor()
+        .activate(os_pid, stream, credit)
+        .map(|()| atoms::ok());
+    Ok(ok_or_no_process(env, result))
+}
+
 /// Whether an rlimit name is known (for option validation).
 #[rustler::nif]
 fn rlimit_known(name: String) -> bool {

@@ -106,6 +106,18 @@ impl Listener for BeamListener {
         });
     }
 
+    fn passive(&mut self, stream: Stream, os_pid: u32) {
+        let (tag, to) = match stream {
+            Stream::Stdout => (atoms::stdout(), self.routes.stdout),
+            Stream::Stderr => (atoms::stderr(), self.routes.stderr),
+        };
+        if let Some(to) = to {
+            send(&to, move |env| {
+                (atoms::tether_passive(), os_pid, tag).encode(env)
+            });
+        }
+    }
+
     fn exited(
         &mut self,
         os_pid: u32,

@@ -37,6 +37,9 @@ pub struct Spec<'a> {
     success_exit_code: i32,
     /// Requested pipe size (0: the kernel's default).
     pipe_size: usize,
+    /// Flow control: messages each stream may send before going passive (nil: no limit).
+    stdout_credit: Option<u64>,
+    stderr_credit: Option<u64>,
 }
 
 /// Where one child's events go.
@@ -175,6 +178,8 @@ impl Spec<'_> {
         command.idle_timeout = self.idle_timeout_ms.map(Duration::from_millis);
         command.max_output = self.max_output;
         command.pipe_size = self.pipe_size;
+        command.stdout_credit = self.stdout_credit;
+        command.stderr_credit = self.stderr_credit;
         let routes = Routes {
             process,
             stdout: stdout_to,

@@ -1,0 +1,123 @@
+defmodule Tether.Stream do
+  @moduledoc """
+  The Enumerable behind `Tether.stream/2` and `Tether.stream!/2`: a process whose stdout is
+  read one chunk per demand (`{:active, :once}`), started lazily by the consumer.
+  """
+
+  defmodule ExitError do
+    @moduledoc "Raised by a `Tether.stream!/2` whose process did not exit with status 0."
+    defexception [:command, :reason]
+
+    @impl true
+    def message(%{command: command, reason: reason}) do
+      "#{inspect(command)} exited with #{inspect(reason)}"
+    end
+  end
+
+  @doc false
+  @spec new(Tether.command(), keyword, boolean) :: Enumerable.t()
+  def new(command, options, raise?) when is_list(options) do
+    {input, options} = Keyword.pop(options, :input)
+
+    Enum.each(options, fn option ->
+      key = if is_tuple(option), do: elem(option, 0), else: option
+
+      key not in [:stdout, :monitor, :active, :sync] or
+        raise ArgumentError, "option #{inspect(key)} is set by Tether.stream/2"
+    end)
+
+    # Validate now, in the caller, so a bad option raises where the stream is built.
+    run_options =
+      [:stdout, :monitor, active: :once] ++ if(input, do: [:stdin], else: []) ++ options
+
+    Tether.Options.build!(command, run_options, self())
+
+    Stream.resource(
+      fn -> start(command, run_options, input) end,
+      &next(&1, command, raise?),
+      &halt/1
+    )
+  end
+
+  defp start(command, options, input) do
+    case Tether.run(command, options) do
+      {:ok, _pid, os_pid} ->
+        if input, do: feed(os_pid, input)
+        {:running, os_pid}
+
+      {:error, reason} ->
+        raise ExitError, command: command, reason: reason
+    end
+  end
+
+  defp feed(os_pid, input) when is_binary(input) or is_list(input) do
+    Tether.send(os_pid, input)
+    Tether.send(os_pid, :eof)
+  end
+
+  defp feed(os_pid, input) do
+    Enum.each(input, &Tether.send(os_pid, &1))
+    Tether.send(os_pid, :eof)
+  end
+
+  defp next({:done, _} = state, _command, _raise?), do: {:halt, state}
+  defp next({:failed, _, _} = state, _command, _raise?), do: {:halt, state}
+
+  defp next({:running, os_pid}, command, raise?) do
+    receive do
+      {:stdout, ^os_pid, data} ->
+        Tether.activate(os_pid, :once, :stdout)
+        {[data], {:running, os_pid}}
+
+      {:tether_passive, ^os_pid, :stdout} ->
+        next({:running, os_pid}, command, raise?)
+
+      {:DOWN, ^os_pid, :process, _, reason} ->
+        cond do
+          not raise? ->
+            {[{:exit, reason}], {:done, os_pid}}
+
+          reason == :normal ->
+            {:halt, {:done, os_pid}}
+
+          # Raised from `halt/1`, once the state says the process is gone.
+          true ->
+            {:halt, {:failed, os_pid, ExitError.exception(command: command, reason: reason)}}
+        end
+    end
+  end
+
+  # Halted early (or done): stop the process if it still runs, and drop its messages.
+  defp halt({:failed, os_pid, error}) do
+    flush(os_pid)
+    raise error
+  end
+
+  defp halt({state, os_pid}) do
+    if state == :running do
+      Tether.kill(os_pid, :sigkill)
+      # Its exit waits for the output it left in the pipe to be taken: take it, unread.
+      Tether.activate(os_pid, true)
+      drain_until_down(os_pid)
+    end
+
+    flush(os_pid)
+  end
+
+  defp drain_until_down(os_pid) do
+    receive do
+      {:DOWN, ^os_pid, :process, _, _} -> :ok
+      {:stdout, ^os_pid, _} -> drain_until_down(os_pid)
+      {:tether_passive, ^os_pid, _} -> drain_until_down(os_pid)
+    end
+  end
+
+  defp flush(os_pid) do
+    receive do
+      {:stdout, ^os_pid, _} -> flush(os_pid)
+      {:tether_passive, ^os_pid, _} -> flush(os_pid)
+    after
+      0 -> :ok
+    end
+  end
+end
