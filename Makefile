@@ -1,5 +1,5 @@
 # The two commands of the README. Each installs what is missing first (scripts/setup).
-.PHONY: demo tour test setup bench ci
+.PHONY: demo tour test setup bench bench-quick ci
 
 setup:
 	@scripts/setup
@@ -17,8 +17,12 @@ test: setup
 	cargo test --workspace
 	mix test --include slow_cluster --include stress --include scale
 
+## The benchmark suite (writes bench/RESULTS.md; `make bench-quick` for a short pass).
 bench: setup
-	MIX_ENV=prod mix run bench/spawn.exs
+	MIX_ENV=prod mix run bench/run.exs
+
+bench-quick: setup
+	MIX_ENV=prod mix run bench/run.exs --quick
 
 ## What CI runs (format, lint, warnings, tests).
 ci:

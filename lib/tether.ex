@@ -600,20 +600,10 @@ defmodule Tether do
         {:error, reason} -> raise ErlangError, original: reason
       end
 
-    if input, do: feed(os_pid, input)
+    if input, do: Tether.Stream.feed(os_pid, input)
     {acc, collector} = Collectable.into(into)
     deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
     collect_cmd(os_pid, deadline, acc, collector)
-  end
-
-  defp feed(os_pid, input) when is_binary(input) or is_list(input) do
-    Tether.send(os_pid, input)
-    Tether.send(os_pid, :eof)
-  end
-
-  defp feed(os_pid, input) do
-    Enum.each(input, &Tether.send(os_pid, &1))
-    Tether.send(os_pid, :eof)
   end
 
   defp collect_cmd(os_pid, deadline, acc, collector) do

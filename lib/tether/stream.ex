@@ -50,12 +50,15 @@ defmodule Tether.Stream do
     end
   end
 
-  defp feed(os_pid, input) when is_binary(input) or is_list(input) do
+  @doc false
+  # Writes `input` (iodata, or an Enumerable of iodata) to stdin, then EOF. Also for Tether.cmd/3.
+  @spec feed(Tether.os_pid(), iodata | Enumerable.t()) :: :ok | {:error, atom}
+  def feed(os_pid, input) when is_binary(input) or is_list(input) do
     Tether.send(os_pid, input)
     Tether.send(os_pid, :eof)
   end
 
-  defp feed(os_pid, input) do
+  def feed(os_pid, input) do
     Enum.each(input, &Tether.send(os_pid, &1))
     Tether.send(os_pid, :eof)
   end

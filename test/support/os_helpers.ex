@@ -107,4 +107,34 @@ defmodule Tether.OsHelpers do
       true -> Process.sleep(10) && do_wait_until(fun, deadline)
     end
   end
+
+  @doc """
+  Runs `fun` with `:long_schedule` monitoring at `ms`; returns `{result, reports}` where the
+  reports are those whose process was in or out of a `Tether.Native` function.
+  """
+  def native_long_schedules(ms, fun) do
+    :erlang.system_monitor(self(), [{:long_schedule, ms}])
+
+    result =
+      try do
+        fun.()
+      after
+        :erlang.system_monitor(:undefined)
+      end
+
+    reports =
+      for {:monitor, _, :long_schedule, info} <- flush_long_schedules([]),
+          Enum.any?([info[:in], info[:out]], &match?({Tether.Native, _, _}, &1)),
+          do: info
+
+    {result, reports}
+  end
+
+  defp flush_long_schedules(acc) do
+    receive do
+      {:monitor, _, :long_schedule, _} = message -> flush_long_schedules([message | acc])
+    after
+      0 -> acc
+    end
+  end
 end

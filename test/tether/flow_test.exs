@@ -112,14 +112,15 @@ defmodule Tether.FlowTest do
     threads = thread_count()
     :erlang.garbage_collect()
     memory = :erlang.memory(:total)
-    :erlang.system_monitor(self(), [{:long_schedule, 1}])
 
-    {started_us, children} =
-      :timer.tc(fn ->
-        for _ <- 1..10_000 do
-          {:ok, _, os_pid} = Tether.run(["sleep", "1000"], [:monitor])
-          os_pid
-        end
+    {{started_us, children}, start_reports} =
+      native_long_schedules(1, fn ->
+        :timer.tc(fn ->
+          for _ <- 1..10_000 do
+            {:ok, _, os_pid} = Tether.run(["sleep", "1000"], [:monitor])
+            os_pid
+          end
+        end)
       end)
 
     Enum.each(Process.list(), &:erlang.garbage_collect/1)
@@ -127,21 +128,16 @@ defmodule Tether.FlowTest do
     assert length(Tether.which_processes()) >= 10_000
     assert thread_count() == threads
 
-    {stopped_us, :ok} =
-      :timer.tc(fn ->
-        Enum.each(children, &Tether.stop/1)
-        for os_pid <- children, do: assert_receive({:DOWN, ^os_pid, :process, _, _}, 60_000)
-        :ok
+    {{stopped_us, :ok}, stop_reports} =
+      native_long_schedules(1, fn ->
+        :timer.tc(fn ->
+          Enum.each(children, &Tether.stop/1)
+          for os_pid <- children, do: assert_receive({:DOWN, ^os_pid, :process, _, _}, 60_000)
+          :ok
+        end)
       end)
 
-    :erlang.system_monitor(:undefined)
-
-    native_long =
-      for {:monitor, _, :long_schedule, info} <- flush_monitor(),
-          Enum.any?([info[:in], info[:out]], &match?({Tether.Native, _, _}, &1)),
-          do: info
-
-    assert native_long == []
+    assert start_reports ++ stop_reports == []
     assert per_child <= 2048, "#{per_child} bytes of BEAM memory per child"
     assert Tether.which_processes() == []
 
@@ -157,14 +153,6 @@ defmodule Tether.FlowTest do
       {:chunk, n} -> receive_chunks(total + n)
     after
       0 -> total
-    end
-  end
-
-  defp flush_monitor(acc \\ []) do
-    receive do
-      {:monitor, _, :long_schedule, _} = message -> flush_monitor([message | acc])
-    after
-      0 -> acc
     end
   end
 end

@@ -95,32 +95,16 @@ defmodule Tether.IsolationTest do
   end
 
   test "no NIF call holds a scheduler for long" do
-    :erlang.system_monitor(self(), [{:long_schedule, 10}])
-
-    try do
-      for _ <- 1..200 do
-        {:ok, _, os_pid} = Tether.run(["true"], [:monitor, :stdout])
-        Tether.status(os_pid)
-        Tether.which_processes()
-        assert_receive {:DOWN, ^os_pid, _, _, _}, 5000
-      end
-    after
-      :erlang.system_monitor(:undefined)
-    end
-
-    native_long =
-      for {:monitor, _, :long_schedule, info} <- flush_monitor(),
-          Enum.any?([info[:in], info[:out]], &match?({Tether.Native, _, _}, &1)),
-          do: info
+    {_, native_long} =
+      native_long_schedules(10, fn ->
+        for _ <- 1..200 do
+          {:ok, _, os_pid} = Tether.run(["true"], [:monitor, :stdout])
+          Tether.status(os_pid)
+          Tether.which_processes()
+          assert_receive {:DOWN, ^os_pid, _, _, _}, 5000
+        end
+      end)
 
     assert native_long == []
-  end
-
-  defp flush_monitor(acc \\ []) do
-    receive do
-      {:monitor, _, :long_schedule, _} = message -> flush_monitor([message | acc])
-    after
-      0 -> acc
-    end
   end
 end

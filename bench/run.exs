@@ -1,0 +1,457 @@
+# Tether's benchmark suite: every row measured in this one run, side by side with its baselines
+# (Erlang Ports, System.cmd, and raw Rust floors with no BEAM, from native/tether_bench), and
+# printed as ratios. A full run writes bench/RESULTS.md; `--quick` is a short pass.
+#
+#   MIX_ENV=prod mix run bench/run.exs [--quick]
+
+defmodule Bench do
+  @moduledoc false
+
+  def now_us, do: System.monotonic_time(:microsecond)
+
+  def stats(samples) do
+    sorted = Enum.sort(samples)
+    n = length(sorted)
+    %{median: Enum.at(sorted, div(n, 2)), p99: Enum.at(sorted, min(n - 1, div(n * 99, 100)))}
+  end
+
+  # ── Spawn → exit notice ──────────────────────────────────────────────────────────────────
+
+  @true_path System.find_executable("true")
+
+  def tether_spawn do
+    t = now_us()
+    {:ok, _, os_pid} = Tether.run([@true_path], [:monitor])
+    receive do: ({:DOWN, ^os_pid, :process, _, :normal} -> now_us() - t)
+  end
+
+  def port_spawn do
+    t = now_us()
+    port = Port.open({:spawn_executable, @true_path}, [:exit_status])
+    receive do: ({^port, {:exit_status, 0}} -> now_us() - t)
+  end
+
+  def system_cmd_spawn do
+    t = now_us()
+    {"", 0} = System.cmd(@true_path, [])
+    now_us() - t
+  end
+
+  # Interleaved batches, so that drift on a shared machine hits every contender alike.
+  def spawn_latency(runs, contenders) do
+    batches = max(div(runs, 20), 1)
+
+    Enum.reduce(1..batches, Map.new(contenders, &{elem(&1, 0), []}), fn _, acc ->
+      Enum.reduce(contenders, acc, fn {name, fun}, acc ->
+        Map.update!(acc, name, &(Enum.map(1..20, fn _ -> fun.() end) ++ &1))
+      end)
+    end)
+    |> Map.new(fn {name, samples} -> {name, stats(samples)} end)
+  end
+
+  # ── Throughput ───────────────────────────────────────────────────────────────────────────
+
+  def producer(mib), do: ["dd", "if=/dev/zero", "bs=1M", "count=#{mib}", "status=none"]
+
+  def tether_stdout(mib) do
+    t = now_us()
+    {:ok, _, os_pid} = Tether.run(producer(mib), [:stdout, :monitor])
+    bytes = count_tether(os_pid, 0)
+    {bytes, now_us() - t}
+  end
+
+  defp count_tether(os_pid, n) do
+    receive do
+      {:stdout, ^os_pid, data} -> count_tether(os_pid, n + byte_size(data))
+      {:DOWN, ^os_pid, :process, _, :normal} -> n
+    end
+  end
+
+  def port_stdout(mib) do
+    [program | args] = producer(mib)
+    t = now_us()
+
+    port =
+      Port.open({:spawn_executable, System.find_executable(program)}, [
+        :binary,
+        :exit_status,
+        args: args
+      ])
+
+    bytes = count_port(port, 0)
+    {bytes, now_us() - t}
+  end
+
+  defp count_port(port, n) do
+    receive do
+      {^port, {:data, data}} -> count_port(port, n + byte_size(data))
+      {^port, {:exit_status, 0}} -> n
+    end
+  end
+
+  def floor_stdout(floor, mib) do
+    {out, 0} = System.cmd(floor, ["read" | producer(mib)])
+    [bytes, seconds] = String.split(String.trim(out), " ")
+    {String.to_integer(bytes), round(String.to_float(seconds) * 1_000_000)}
+  end
+
+  def gbps({bytes, us}), do: bytes / us / 1000
+
+  # stdin: `head -c N > /dev/null` ends when it has read everything, so the exit marks the end.
+  def tether_stdin(mib, chunk) do
+    t = now_us()
+    {:ok, _, os_pid} = Tether.run("head -c #{mib * 1_048_576} > /dev/null", [:stdin, :monitor])
+    for _ <- 1..mib, do: :ok = Tether.send(os_pid, chunk)
+    receive do: ({:DOWN, ^os_pid, :process, _, :normal} -> :ok)
+    {mib * 1_048_576, now_us() - t}
+  end
+
+  def port_stdin(mib, chunk) do
+    t = now_us()
+    script = "head -c #{mib * 1_048_576} > /dev/null"
+
+    port =
+      Port.open({:spawn_executable, "/bin/sh"}, [:binary, :exit_status, args: ["-c", script]])
+
+    for _ <- 1..mib, do: true = Port.command(port, chunk)
+    receive do: ({^port, {:exit_status, 0}} -> :ok)
+    {mib * 1_048_576, now_us() - t}
+  end
+
+  # ── Echo round trips through cat ─────────────────────────────────────────────────────────
+
+  def tether_echo(rounds, block) do
+    {:ok, _, os_pid} = Tether.run(["cat"], [:stdin, :stdout, :monitor])
+    t = now_us()
+
+    for _ <- 1..rounds,
+        do:
+          (
+            :ok = Tether.send(os_pid, block)
+            take_tether(os_pid, byte_size(block))
+          )
+
+    elapsed = now_us() - t
+    Tether.send(os_pid, :eof)
+    receive do: ({:DOWN, ^os_pid, _, _, _} -> :ok)
+    elapsed / rounds
+  end
+
+  defp take_tether(_os_pid, 0), do: :ok
+
+  defp take_tether(os_pid, left) do
+    receive do: ({:stdout, ^os_pid, data} -> take_tether(os_pid, left - byte_size(data)))
+  end
+
+  def port_echo(rounds, block) do
+    port = Port.open({:spawn_executable, System.find_executable("cat")}, [:binary])
+    t = now_us()
+
+    for _ <- 1..rounds,
+        do:
+          (
+            true = Port.command(port, block)
+            take_port(port, byte_size(block))
+          )
+
+    elapsed = now_us() - t
+    Port.close(port)
+    elapsed / rounds
+  end
+
+  defp take_port(_port, 0), do: :ok
+
+  defp take_port(port, left) do
+    receive do: ({^port, {:data, data}} -> take_port(port, left - byte_size(data)))
+  end
+
+  # ── Memory with a slow consumer ──────────────────────────────────────────────────────────
+
+  # Consumes one message every 5 ms for `ms`; returns the peak of output queued in the mailbox.
+  def slow_consumer(kind, ms) do
+    [program | args] = producer(1000)
+
+    {handle, receive_one} =
+      case kind do
+        :port ->
+          port =
+            Port.open({:spawn_executable, System.find_executable(program)}, [:binary, args: args])
+
+          {{:port, port}, fn -> receive do: ({^port, {:data, _}} -> :ok) end}
+
+        mode ->
+          {:ok, _, os_pid} = Tether.run(producer(1000), [:stdout, :monitor, active: mode])
+
+          {{:tether, os_pid},
+           fn ->
+             receive do:
+                       ({:stdout, ^os_pid, _} ->
+                          if(mode == :once, do: Tether.activate(os_pid, :once)))
+           end}
+      end
+
+    deadline = System.monotonic_time(:millisecond) + ms
+
+    peak =
+      Stream.repeatedly(fn ->
+        receive_one.()
+        Process.sleep(5)
+        queued_bytes()
+      end)
+      |> Enum.reduce_while(0, fn growth, peak ->
+        peak = max(peak, growth)
+        if System.monotonic_time(:millisecond) < deadline, do: {:cont, peak}, else: {:halt, peak}
+      end)
+
+    case handle do
+      {:port, port} ->
+        # The producer may have finished (and the port closed) within the window.
+        with {:os_pid, os_pid} <- Port.info(port, :os_pid) do
+          System.cmd("kill", ["-9", "#{os_pid}"])
+        end
+
+        if Port.info(port), do: Port.close(port)
+
+      {:tether, os_pid} ->
+        Tether.kill(os_pid, :sigkill)
+        Tether.activate(os_pid, true)
+        drain(os_pid)
+    end
+
+    flush()
+    peak
+  end
+
+  defp queued_bytes do
+    {:messages, messages} = Process.info(self(), :messages)
+
+    Enum.reduce(messages, 0, fn
+      {_, {:data, data}}, sum -> sum + byte_size(data)
+      {:stdout, _, data}, sum -> sum + byte_size(data)
+      _, sum -> sum
+    end)
+  end
+
+  defp drain(os_pid) do
+    receive do
+      {:DOWN, ^os_pid, _, _, _} -> :ok
+      {:stdout, ^os_pid, _} -> drain(os_pid)
+    end
+  end
+
+  defp flush do
+    receive do
+      _ -> flush()
+    after
+      0 -> :ok
+    end
+  end
+
+  # ── Many children ────────────────────────────────────────────────────────────────────────
+
+  def tether_many(n) do
+    Enum.each(Process.list(), &:erlang.garbage_collect/1)
+    memory = beam_memory()
+
+    {start_us, pids} =
+      :timer.tc(fn -> for _ <- 1..n, do: elem(Tether.run(["sleep", "1000"], [:monitor]), 2) end)
+
+    Enum.each(Process.list(), &:erlang.garbage_collect/1)
+    per_child = (beam_memory() - memory) / n
+
+    {stop_us, _} =
+      :timer.tc(fn ->
+        Enum.each(pids, &Tether.stop/1)
+        for os_pid <- pids, do: receive(do: ({:DOWN, ^os_pid, _, _, _} -> :ok))
+      end)
+
+    %{start_ms: start_us / 1000, stop_ms: stop_us / 1000, per_child: per_child}
+  end
+
+  def port_many(n) do
+    sleep = System.find_executable("sleep")
+    Enum.each(Process.list(), &:erlang.garbage_collect/1)
+    memory = beam_memory()
+
+    {start_us, ports} =
+      :timer.tc(fn ->
+        for _ <- 1..n, do: Port.open({:spawn_executable, sleep}, [:exit_status, args: ["1000"]])
+      end)
+
+    Enum.each(Process.list(), &:erlang.garbage_collect/1)
+    per_child = (beam_memory() - memory) / n
+    os_pids = for port <- ports, do: elem(Port.info(port, :os_pid), 1)
+
+    # A Port cannot stop its program: signal every one, then wait for every exit status.
+    {stop_us, _} =
+      :timer.tc(fn ->
+        os_pids
+        |> Enum.chunk_every(500)
+        |> Enum.each(&System.cmd("kill", Enum.map(&1, fn p -> "#{p}" end)))
+
+        for port <- ports, do: receive(do: ({^port, {:exit_status, _}} -> :ok))
+      end)
+
+    %{start_ms: start_us / 1000, stop_ms: stop_us / 1000, per_child: per_child}
+  end
+
+  # Processes and ETS: what a child costs the BEAM. (Total memory also moves with the
+  # asynchronous release of earlier rows' binaries.)
+  defp beam_memory do
+    Enum.each(Process.list(), &:erlang.garbage_collect/1)
+    :erlang.memory(:processes) + :erlang.memory(:ets)
+  end
+
+  # ── Output ───────────────────────────────────────────────────────────────────────────────
+
+  def fmt(x) when is_float(x), do: :erlang.float_to_binary(x, decimals: 2)
+  def fmt(x), do: to_string(x)
+  def ratio(a, b), do: "#{fmt(a / b)}×"
+end
+
+quick? = "--quick" in System.argv()
+
+{floor_out, 0} =
+  System.cmd("cargo", ["build", "--release", "-q", "-p", "tether_bench"], stderr_to_stdout: true)
+
+_ = floor_out
+floor = Path.expand("target/release/tether_bench")
+
+runs = if quick?, do: 200, else: 1000
+mib = if quick?, do: 256, else: 1024
+echo_rounds = if quick?, do: 2000, else: 10_000
+memory_ms = if quick?, do: 1000, else: 2000
+many = if quick?, do: 1000, else: 10_000
+port_many = min(many, 5000)
+
+IO.puts(
+  "Tether benchmarks (#{if quick?, do: "quick", else: "full"}): #{System.schedulers_online()} schedulers, " <>
+    "#{:erlang.system_info(:logical_processors)} cores"
+)
+
+# Warm up every path once.
+Bench.spawn_latency(40, tether: &Bench.tether_spawn/0, port: &Bench.port_spawn/0)
+
+IO.puts("· spawn latency")
+
+small =
+  Bench.spawn_latency(runs,
+    tether: &Bench.tether_spawn/0,
+    port: &Bench.port_spawn/0,
+    system_cmd: &Bench.system_cmd_spawn/0
+  )
+
+{out, 0} = System.cmd(floor, ["spawn", "#{runs}"])
+[floor_median, floor_p99] = out |> String.split() |> Enum.map(&String.to_float/1)
+
+IO.puts("· spawn latency with 2 GiB of binaries live")
+big = for _ <- 1..2048, do: :binary.copy(<<7>>, 1_048_576)
+large = Bench.spawn_latency(runs, tether: &Bench.tether_spawn/0, port: &Bench.port_spawn/0)
+:erlang.phash2(big)
+big = nil
+_ = big
+:erlang.garbage_collect()
+
+IO.puts("· stdout throughput")
+tether_out = Bench.gbps(Bench.tether_stdout(mib))
+port_out = Bench.gbps(Bench.port_stdout(mib))
+floor_out = Bench.gbps(Bench.floor_stdout(floor, mib))
+
+IO.puts("· stdin throughput")
+chunk = :binary.copy(<<1>>, 1_048_576)
+tether_in = Bench.gbps(Bench.tether_stdin(mib, chunk))
+port_in = Bench.gbps(Bench.port_stdin(mib, chunk))
+
+IO.puts("· echo round trips")
+block = :binary.copy(<<2>>, 4096)
+tether_echo = Bench.tether_echo(echo_rounds, block)
+port_echo = Bench.port_echo(echo_rounds, block)
+
+IO.puts("· slow consumers")
+mem_port = Bench.slow_consumer(:port, memory_ms)
+mem_active = Bench.slow_consumer(true, memory_ms)
+mem_once = Bench.slow_consumer(:once, memory_ms)
+
+IO.puts("· #{many} concurrent children")
+tether_many = Bench.tether_many(many)
+port_many_result = Bench.port_many(port_many)
+
+mib_of = fn bytes -> Bench.fmt(bytes / 1_048_576) end
+
+rows = [
+  [
+    "spawn→DOWN `/bin/true`, median µs",
+    "#{small.tether.median}",
+    "Port #{small.port.median}; System.cmd #{small.system_cmd.median}; raw floor #{floor_median}",
+    "#{Bench.ratio(small.tether.median, small.port.median)} Port (≤ 0.7×), #{Bench.ratio(small.tether.median, floor_median)} floor (≤ 1.3×)"
+  ],
+  [
+    "spawn→DOWN `/bin/true`, p99 µs",
+    "#{small.tether.p99}",
+    "Port #{small.port.p99}; System.cmd #{small.system_cmd.p99}; raw floor #{floor_p99}",
+    "#{Bench.ratio(small.tether.p99, small.port.p99)} Port, #{Bench.ratio(small.tether.p99, floor_p99)} floor"
+  ],
+  [
+    "same, 2 GiB of binaries live, median µs",
+    "#{large.tether.median}",
+    "Tether small VM #{small.tether.median}; Port #{large.port.median}",
+    "#{Bench.ratio(large.tether.median, small.tether.median)} small VM (≤ 1.2×)"
+  ],
+  [
+    "stdout throughput, #{mib} MiB from dd, GB/s",
+    Bench.fmt(tether_out),
+    "Port #{Bench.fmt(port_out)}; raw reader #{Bench.fmt(floor_out)}",
+    "#{Bench.ratio(tether_out, port_out)} Port (≥ 1.0×), #{Bench.ratio(tether_out, floor_out)} floor (≥ 0.7×)"
+  ],
+  [
+    "stdin throughput, #{mib} MiB into head, GB/s",
+    Bench.fmt(tether_in),
+    "Port.command #{Bench.fmt(port_in)}",
+    "#{Bench.ratio(tether_in, port_in)} Port (≥ 1.0×)"
+  ],
+  [
+    "echo round trip, #{echo_rounds} × 4 KiB through cat, µs",
+    Bench.fmt(tether_echo),
+    "Port #{Bench.fmt(port_echo)}",
+    "#{Bench.ratio(tether_echo, port_echo)} Port (≤ 1.0×)"
+  ],
+  [
+    "peak output queued in the mailbox, slow consumer of dd, MiB",
+    "#{mib_of.(mem_once)} (`:once`)",
+    "Port #{mib_of.(mem_port)}; Tether `active: true` #{mib_of.(mem_active)}",
+    "`:once` bounded (≤ 2 MiB)"
+  ],
+  [
+    "#{many} children: start all / stop all, ms",
+    "#{Bench.fmt(tether_many.start_ms)} / #{Bench.fmt(tether_many.stop_ms)}",
+    "Port (#{port_many}) #{Bench.fmt(port_many_result.start_ms)} / #{Bench.fmt(port_many_result.stop_ms)}",
+    "stop-all ≤ 1000 ms"
+  ],
+  [
+    "#{many} children: BEAM memory per child, bytes",
+    Bench.fmt(tether_many.per_child),
+    "Port #{Bench.fmt(port_many_result.per_child)}",
+    "report"
+  ]
+]
+
+table =
+  ["| row | Tether | baselines (same run) | ratio (target) |", "|---|---|---|---|"] ++
+    Enum.map(rows, fn row -> "| " <> Enum.join(row, " | ") <> " |" end)
+
+IO.puts("\n" <> Enum.join(table, "\n"))
+
+if not quick? do
+  header = """
+  # Benchmark results
+
+  Generated by `MIX_ENV=prod mix run bench/run.exs` on #{Date.utc_today()} — do not edit by hand.
+  Machine: #{:erlang.system_info(:logical_processors)} cores, #{System.schedulers_online()} schedulers, \
+  OTP #{System.otp_release()}, Elixir #{System.version()}. Every row was measured in the same run;
+  on shared cores absolute times drift, ratios hold.
+
+  """
+
+  File.write!(Path.join(__DIR__, "RESULTS.md"), header <> Enum.join(table, "\n") <> "\n")
+  IO.puts("\nwrote bench/RESULTS.md")
+end
