@@ -23,6 +23,12 @@ defmodule Tether.BadInputTest do
     assert Tether.which_processes() == before
   end
 
+  test "nothing is left behind by a failed spawn" do
+    before = Tether.which_processes()
+    {:error, :enoent} = Tether.run(["/nonexistent/program"], [:stdout, :stderr, :stdin])
+    assert Tether.which_processes() == before
+  end
+
   test "unknown options and bad values name the option" do
     cases = [
       {[:colour], ~r/unknown option :colour/},

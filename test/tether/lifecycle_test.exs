@@ -61,12 +61,6 @@ defmodule Tether.LifecycleTest do
     test "a missing working directory" do
       assert Tether.run(["true"], cd: "/nonexistent/dir") == {:error, :enoent}
     end
-
-    test "nothing is left behind by a failed spawn" do
-      before = Tether.which_processes()
-      {:error, :enoent} = Tether.run(["/nonexistent/program"])
-      assert Tether.which_processes() -- before == []
-    end
   end
 
   describe "stop/1" do
