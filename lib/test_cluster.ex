@@ -18,6 +18,8 @@ defmodule TestCluster.Manager do
   defdelegate status(name, manager \\ Manager), to: Manager
   @doc "See `Tether.TestCluster.Manager.output/2`."
   defdelegate output(name, manager \\ Manager), to: Manager
+  @doc "See `Tether.TestCluster.Manager.run_on/3`."
+  defdelegate run_on(name, command, options \\ []), to: Manager
   @doc "See `Tether.TestCluster.Manager.subscribe/2`."
   defdelegate subscribe(pid \\ self(), manager \\ Manager), to: Manager
 end

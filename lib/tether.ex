@@ -101,6 +101,16 @@ defmodule Tether do
     * Output to a fun or `:print` is flow-controlled by itself: the next chunk is read once
       the handler has returned.
 
+  Other nodes:
+
+    * `{:node, node}` - run the OS process on another node of the cluster that runs Tether
+      (also for `cmd/3`, `stream/2`, `stream!/2`, `:sync`). Output and the `:DOWN` reach the
+      caller here, in order; the returned `pid` lives on `node`, and `stop/1`, `kill/2`,
+      `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node. If
+      the caller dies or its node disconnects, the OS process is stopped; if `node` goes down,
+      the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`. Destinations must be
+      pids (no funs or `:print`). See `Tether.Remote`.
+
   Waiting:
 
     * `:sync` - wait for the exit and return `{:ok, [stdout: chunks, stderr: chunks]}` (the
@@ -164,9 +174,29 @@ defmodule Tether do
   @spec run(command, options) ::
           {:ok, pid, os_pid} | {:error, atom} | {:ok, keyword} | {:error, keyword}
   def run(command, options \\ []) do
-    spec = Tether.Options.build!(command, options, self())
-    if spec.sync, do: run_sync(spec), else: Tether.Process.start(spec)
+    case take_node(options) do
+      {local, options} when local == node() ->
+        spec = Tether.Options.build!(command, options, self())
+        if spec.sync, do: run_sync(spec), else: Tether.Process.start(spec)
+
+      {remote, options} ->
+        Tether.Remote.run(remote, command, options)
+    end
   end
+
+  # `{:node, node}`: where the OS process runs (see Tether.Remote). Absent: this node.
+  # Anything but a proper list goes through untouched: Tether.Options rejects it.
+  defp take_node([{:node, node} | rest]) when is_atom(node) and node != nil, do: {node, rest}
+
+  defp take_node([{:node, other} | _]),
+    do: raise(ArgumentError, "invalid value for :node option: #{inspect(other)}")
+
+  defp take_node([option | rest]) do
+    {node, rest} = take_node(rest)
+    {node, [option | rest]}
+  end
+
+  defp take_node(options), do: {node(), options}
 
   defp run_sync(spec) do
     # The :DOWN must reach us, through the Tether.Process when it runs output handlers.
@@ -244,6 +274,8 @@ defmodule Tether do
       {:error, :no_process}
   """
   @spec stop(target) :: :ok | {:error, :no_process}
+  def stop(pid) when is_pid(pid) and node(pid) != node(), do: Tether.Remote.call(pid, :stop, [])
+
   def stop(target) do
     with {:ok, os_pid} <- resolve(target) do
       Tether.Trace.event(os_pid, fn -> "Tether stopping #{os_pid}" end)
@@ -261,6 +293,9 @@ defmodule Tether do
       {:signal, :sigusr1, false}
   """
   @spec kill(target, signal) :: :ok | {:error, :no_process}
+  def kill(pid, signal) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :kill, [signal])
+
   def kill(target, signal) do
     number = signal_number!(signal)
 
@@ -283,6 +318,9 @@ defmodule Tether do
       {:status, :stopping}
   """
   @spec status(target) :: {:status, :running | :stopping | :stopped} | {:error, :no_process}
+  def status(pid) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :status, [])
+
   def status(target) do
     with {:ok, os_pid} <- resolve(target), do: Tether.Native.status(os_pid)
   end
@@ -302,6 +340,8 @@ defmodule Tether do
       {true, {:exited, :normal}, 3, true}
   """
   @spec info(target) :: map | {:error, :no_process}
+  def info(pid) when is_pid(pid) and node(pid) != node(), do: Tether.Remote.call(pid, :info, [])
+
   def info(target) do
     with {:ok, os_pid} <- resolve_any(target) do
       case live_info(os_pid) do
@@ -385,6 +425,9 @@ defmodule Tether do
 
   @doc "The os_pid of the OS process that `pid` stands for."
   @spec os_pid(pid) :: {:ok, os_pid} | {:error, :no_process}
+  def os_pid(pid) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :os_pid, [])
+
   def os_pid(pid) when is_pid(pid), do: Tether.Process.os_pid(pid)
   def os_pid(other), do: raise(ArgumentError, "expected a Tether pid, got: #{inspect(other)}")
 
@@ -420,6 +463,9 @@ defmodule Tether do
       :ok
   """
   @spec send(target, iodata | :eof) :: :ok | {:error, :no_process | :closed}
+  def send(pid, data) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :send, [data])
+
   def send(target, :eof) do
     with {:ok, os_pid} <- resolve(target), do: Tether.Native.close_stdin(os_pid)
   end
@@ -441,6 +487,9 @@ defmodule Tether do
 
   @doc "Sets the window size of a process started with `:pty` (it gets SIGWINCH)."
   @spec winsz(target, pos_integer, pos_integer) :: :ok | {:error, :no_process}
+  def winsz(pid, rows, cols) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :winsz, [rows, cols])
+
   def winsz(target, rows, cols) when rows in 1..65_535 and cols in 1..65_535 do
     with {:ok, os_pid} <- resolve(target), do: Tether.Native.winsz(os_pid, rows, cols)
   end
@@ -466,7 +515,12 @@ defmodule Tether do
   """
   @spec activate(target, true | :once | non_neg_integer, :stdout | :stderr | :all) ::
           :ok | {:error, :no_process}
-  def activate(target, mode, stream \\ :all) when stream in [:stdout, :stderr, :all] do
+  def activate(target, mode, stream \\ :all)
+
+  def activate(pid, mode, stream) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :activate, [mode, stream])
+
+  def activate(target, mode, stream) when stream in [:stdout, :stderr, :all] do
     credit =
       case Tether.Options.active!(mode) do
         true -> nil
@@ -574,14 +628,19 @@ defmodule Tether do
       Enum.map(options, fn
         {:cd, dir} -> {:cd, dir}
         {:env, env} -> {:env, env}
+        {:node, node} -> {:node, node}
         {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3"
         other -> raise ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options"
       end)
 
+    # On another node the program is searched on that node's PATH.
+    remote? = Keyword.get(options, :node, node()) != node()
+
     program =
-      if String.contains?(command, "/"),
-        do: command,
-        else: System.find_executable(command) || raise(ErlangError, original: :enoent)
+      cond do
+        remote? or String.contains?(command, "/") -> command
+        true -> System.find_executable(command) || raise(ErlangError, original: :enoent)
+      end
 
     argv = [arg0 || command | args]
 

@@ -30,7 +30,7 @@ defmodule Tether.Stream do
     run_options =
       [:stdout, :monitor, active: :once] ++ if(input, do: [:stdin], else: []) ++ options
 
-    Tether.Options.build!(command, run_options, self())
+    Tether.Options.build!(command, List.keydelete(run_options, :node, 0), self())
 
     Stream.resource(
       fn -> start(command, run_options, input) end,
@@ -41,9 +41,10 @@ defmodule Tether.Stream do
 
   defp start(command, options, input) do
     case Tether.run(command, options) do
-      {:ok, _pid, os_pid} ->
-        if input, do: feed(os_pid, input)
-        {:running, os_pid}
+      {:ok, pid, os_pid} ->
+        # The pid, not the os_pid, addresses the process on whichever node it runs.
+        if input, do: feed(pid, input)
+        {:running, os_pid, pid}
 
       {:error, reason} ->
         raise ExitError, command: command, reason: reason
@@ -52,7 +53,7 @@ defmodule Tether.Stream do
 
   @doc false
   # Writes `input` (iodata, or an Enumerable of iodata) to stdin, then EOF. Also for Tether.cmd/3.
-  @spec feed(Tether.os_pid(), iodata | Enumerable.t()) :: :ok | {:error, atom}
+  @spec feed(Tether.target(), iodata | Enumerable.t()) :: :ok | {:error, atom}
   def feed(os_pid, input) when is_binary(input) or is_list(input) do
     Tether.send(os_pid, input)
     Tether.send(os_pid, :eof)
@@ -63,25 +64,25 @@ defmodule Tether.Stream do
     Tether.send(os_pid, :eof)
   end
 
-  defp next({:done, _} = state, _command, _raise?), do: {:halt, state}
+  defp next({:done, _, _} = state, _command, _raise?), do: {:halt, state}
   defp next({:failed, _, _} = state, _command, _raise?), do: {:halt, state}
 
-  defp next({:running, os_pid}, command, raise?) do
+  defp next({:running, os_pid, pid} = state, command, raise?) do
     receive do
       {:stdout, ^os_pid, data} ->
-        Tether.activate(os_pid, :once, :stdout)
-        {[data], {:running, os_pid}}
+        Tether.activate(pid, :once, :stdout)
+        {[data], state}
 
       {:tether_passive, ^os_pid, :stdout} ->
-        next({:running, os_pid}, command, raise?)
+        next(state, command, raise?)
 
       {:DOWN, ^os_pid, :process, _, reason} ->
         cond do
           not raise? ->
-            {[{:exit, reason}], {:done, os_pid}}
+            {[{:exit, reason}], {:done, os_pid, pid}}
 
           reason == :normal ->
-            {:halt, {:done, os_pid}}
+            {:halt, {:done, os_pid, pid}}
 
           # Raised from `halt/1`, once the state says the process is gone.
           true ->
@@ -96,11 +97,11 @@ defmodule Tether.Stream do
     raise error
   end
 
-  defp halt({state, os_pid}) do
+  defp halt({state, os_pid, pid}) do
     if state == :running do
-      Tether.kill(os_pid, :sigkill)
+      Tether.kill(pid, :sigkill)
       # Its exit waits for the output it left in the pipe to be taken: take it, unread.
-      Tether.activate(os_pid, true)
+      Tether.activate(pid, true)
       drain_until_down(os_pid)
     end
 

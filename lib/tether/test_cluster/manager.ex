@@ -129,6 +129,16 @@ defmodule Tether.TestCluster.Manager do
           [{:stdout | :stderr, binary}] | {:error, :unknown_node}
   def output(name, manager \\ __MODULE__), do: GenServer.call(manager, {:output, name})
 
+  @doc """
+  Runs `command` on cluster node `name` with `Tether.run/2` (`node: name`): output and the
+  `:DOWN` reach the caller here; the OS process is stopped if the caller dies.
+  """
+  @spec run_on(name, Tether.command(), Tether.options()) ::
+          {:ok, pid, Tether.os_pid()} | {:error, term}
+  def run_on(name, command, options \\ []) when is_atom(name) and is_list(options) do
+    Tether.run(command, options ++ [node: name])
+  end
+
   @doc "Adds `pid` to the processes that get crash notices."
   @spec subscribe(pid, GenServer.server()) :: :ok
   def subscribe(pid \\ self(), manager \\ __MODULE__) do

@@ -119,9 +119,10 @@ impl Registry {
         pids
     }
 
-    /// The tag attached at spawn (while the process lives).
+    /// The tag attached at spawn, until the exit is reported (also while the output owed at
+    /// exit is delivered: the process still stands for its pid, though it cannot be signalled).
     pub fn tag(&self, os_pid: u32) -> Option<Tag> {
-        live(self.lock().get(&os_pid)).ok().map(|e| e.tag.clone())
+        self.lock().get(&os_pid).map(|e| e.tag.clone())
     }
 
     /// Number of live children.
