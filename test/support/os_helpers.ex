@@ -137,4 +137,16 @@ defmodule Tether.OsHelpers do
       0 -> acc
     end
   end
+
+  @doc """
+  Starts a cluster of `count` nodes with names and ports no other test uses (a node of a
+  previous test may still be leaving epmd); returns the nodes.
+  """
+  def start_test_cluster!(tag, count, options \\ []) do
+    prefix = "#{tag}#{System.unique_integer([:positive])}n"
+    port = 20_000 + :rand.uniform(20_000)
+    options = [node_count: count, name_prefix: prefix, base_http_port: port] ++ options
+    {:ok, nodes} = Tether.TestCluster.Manager.start_cluster(options)
+    nodes
+  end
 end

@@ -78,8 +78,8 @@ defmodule Tether.BadInputTest do
       assert Tether.pid(unknown) == {:error, :no_process}
     end
 
-    dead = spawn(fn -> :ok end)
-    Process.sleep(10)
+    {dead, ref} = spawn_monitor(fn -> :ok end)
+    assert_receive {:DOWN, ^ref, :process, ^dead, :normal}
     assert Tether.stop(dead) == {:error, :no_process}
     assert Tether.os_pid(dead) == {:error, :no_process}
 

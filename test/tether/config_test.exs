@@ -54,11 +54,13 @@ defmodule Tether.ConfigTest do
 
       log =
         capture_log([metadata: [:os_pid]], fn ->
-          {:ok, _, os_pid} = Tether.run(["sleep", "100"], [:monitor])
+          {:ok, pid, os_pid} = Tether.run(["sleep", "100"], [:monitor])
+          ref = Process.monitor(pid)
           Tether.kill(os_pid, :sigcont)
           Tether.stop(os_pid)
           assert_receive {:DOWN, ^os_pid, _, _, _}, 5000
-          Process.sleep(50)
+          # The exit trace is written by the Tether.Process just before it ends.
+          assert_receive {:DOWN, ^ref, :process, ^pid, _}, 5000
           send(self(), {:traced, os_pid})
         end)
 

@@ -9,17 +9,7 @@ defmodule Tether.RemoteTest do
   @moduletag timeout: 180_000
 
   setup_all do
-    prefix = "rt#{System.unique_integer([:positive])}n"
-    port = 20_000 + :rand.uniform(20_000)
-
-    {:ok, [{name, _info}]} =
-      Manager.start_cluster(
-        node_count: 1,
-        name_prefix: prefix,
-        base_http_port: port,
-        max_restarts: 0
-      )
-
+    [{name, _info}] = start_test_cluster!("rt", 1, max_restarts: 0)
     on_exit(fn -> Manager.stop_cluster() end)
     %{node: name}
   end
@@ -116,17 +106,7 @@ defmodule Tether.RemoteNodedownTest do
   @moduletag timeout: 180_000
 
   test "the remote node going down gives {:nodedown, node}" do
-    prefix = "rd#{System.unique_integer([:positive])}n"
-    port = 20_000 + :rand.uniform(20_000)
-
-    {:ok, [{node, info}]} =
-      Manager.start_cluster(
-        node_count: 1,
-        name_prefix: prefix,
-        base_http_port: port,
-        max_restarts: 0
-      )
-
+    [{node, info}] = start_test_cluster!("rd", 1, max_restarts: 0)
     on_exit(fn -> Manager.stop_cluster() end)
     {:ok, pid, os_pid} = Manager.run_on(node, ["sleep", "100"], [:monitor])
     :ok = Tether.kill(info.os_pid, :sigkill)
