@@ -81,6 +81,17 @@ defmodule Tether.OsHelpers do
     end
   end
 
+  @doc """
+  This VM's open descriptors, as `{fd, what it points to}`. Comparing two snapshots shows the
+  descriptors opened in between (a count would also move when unrelated ones close).
+  """
+  def open_fds do
+    for fd <- File.ls!("/proc/self/fd"),
+        {:ok, target} <- [:file.read_link(~c"/proc/self/fd/#{fd}")],
+        into: MapSet.new(),
+        do: {fd, target}
+  end
+
   @doc "Number of OS threads of this VM."
   def thread_count, do: length(File.ls!("/proc/self/task"))
 
