@@ -231,15 +231,17 @@ defmodule Tether do
         end
     after
       timeout ->
-        stop(os_pid)
-
-        receive do
-          {:DOWN, ^os_pid, :process, _, _} -> :ok
-        end
-
-        flush_output(os_pid)
+        stop_after_timeout(os_pid)
         {:error, :timeout}
     end
+  end
+
+  # A :sync run or cmd/3 whose time is up: stop the process, wait for its exit, and drop the
+  # output that arrived meanwhile, so nothing of it is left in the caller's mailbox.
+  defp stop_after_timeout(os_pid) do
+    stop(os_pid)
+    receive do: ({:DOWN, ^os_pid, :process, _, _} -> :ok)
+    flush_output(os_pid)
   end
 
   defp flush_output(os_pid) do
@@ -676,9 +678,7 @@ defmodule Tether do
         {collector.(acc, :done), exit_code(reason)}
     after
       timeout ->
-        stop(os_pid)
-        receive do: ({:DOWN, ^os_pid, :process, _, _} -> :ok)
-        flush_output(os_pid)
+        stop_after_timeout(os_pid)
         {collector.(acc, :done), :timeout}
     end
   end

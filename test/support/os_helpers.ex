@@ -19,17 +19,8 @@ defmodule Tether.OsHelpers do
   defp live_state?("X" <> _), do: false
   defp live_state?(_), do: true
 
-  @doc "The live pids whose process group is `pgid`."
-  def group_members(pgid) do
-    for entry <- File.ls!("/proc"),
-        Integer.parse(entry) != :error,
-        {:ok, stat} <- [File.read("/proc/#{entry}/stat")],
-        [_, rest] <- [String.split(stat, ") ", parts: 2)],
-        [state, _ppid, group | _] = String.split(rest, " "),
-        state not in ["Z", "X"],
-        String.to_integer(group) == pgid,
-        do: String.to_integer(entry)
-  end
+  @doc "The live pids whose process group is `pgid` (read from /proc)."
+  defdelegate group_members(pgid), to: Tether.TestCluster.Manager
 
   @doc "Waits up to `timeout` ms for every pid in `pids` to be gone; returns the survivors."
   def wait_gone(pids, timeout \\ 3000) do
