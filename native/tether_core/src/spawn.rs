@@ -123,7 +123,7 @@ struct ChildContext {
 
 /// argv, envp and the exec candidates as C arrays, owned here for the duration of the spawn.
 struct Prepared {
-    _strings: Vec<CString>,
+    _strings: Strings,
     candidates: Vec<*const libc::c_char>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
@@ -132,6 +132,69 @@ struct Prepared {
 
 fn cstring(bytes: &[u8]) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| SpawnError::InvalidCommand)
+}
+
+/// NUL-terminated strings packed in one allocation: a spawn's argv, envp and exec candidates
+/// cost a few allocations, not one per string.
+#[derive(Default)]
+struct Strings {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl Strings {
+    /// Appends the concatenation of `parts` as one string, refusing interior NUL bytes.
+    fn push(&mut self, parts: &[&[u8]]) -> Result<(), SpawnError> {
+        self.starts.push(self.bytes.len());
+        for part in parts {
+            if part.contains(&0) {
+                return Err(SpawnError::InvalidCommand);
+            }
+            self.bytes.extend_from_slice(part);
+        }
+        self.bytes.push(0);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// A null-terminated array of pointers to strings `range`. Valid while `self` is neither
+    /// changed nor dropped.
+    fn pointers(&self, range: std::ops::Range<usize>) -> Vec<*const libc::c_char> {
+        let base = self.bytes.as_ptr();
+        let mut pointers: Vec<*const libc::c_char> = self.starts[range]
+            .iter()
+            // SAFETY: every start is an offset inside `bytes`.
+            .map(|&start| unsafe { base.add(start) }.cast())
+            .collect();
+        pointers.push(std::ptr::null());
+        pointers
+    }
+}
+
+extern "C" {
+    /// The process environment, as `execve` takes it.
+    static environ: *const *const libc::c_char;
+}
+
+/// Our own environment, each entry as `NAME=value`, read straight from `environ` (no per-entry
+/// allocation). Like `std::env::vars_os`, this cannot exclude a concurrent `setenv` by other
+/// code in the VM; entries are copied at once.
+fn own_environment(strings: &mut Strings) -> Result<(), SpawnError> {
+    // SAFETY: `environ` is a null-terminated array of NUL-terminated strings, maintained by libc.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if bytes.contains(&b'=') {
+                strings.push(&[bytes])?;
+            }
+            entry = entry.add(1);
+        }
+    }
+    Ok(())
 }
 
 /// The environment the child gets: ours, changed in order by `changes`.
@@ -155,15 +218,20 @@ pub fn child_environment(changes: &[EnvChange]) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// Where `execve` is tried, in order, as `execvp` does: the program itself when it names a path,
 /// else each `PATH` entry (the child's `PATH` when the command sets one, else ours).
 pub fn exec_candidates(program: &[u8], env: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
-    if program.contains(&b'/') {
-        return vec![program.to_vec()];
-    }
-    let own_path = std::env::var_os("PATH").map(|p| p.as_bytes().to_vec());
     let path = env
         .iter()
         .find(|(k, _)| k == b"PATH")
-        .map(|(_, v)| v.clone())
-        .or(own_path)
+        .map(|(_, v)| v.clone());
+    candidates(program, path)
+}
+
+/// [`exec_candidates`] with the child's `PATH` (`None`: ours).
+fn candidates(program: &[u8], path: Option<Vec<u8>>) -> Vec<Vec<u8>> {
+    if program.contains(&b'/') {
+        return vec![program.to_vec()];
+    }
+    let path = path
+        .or_else(|| std::env::var_os("PATH").map(|p| p.as_bytes().to_vec()))
         .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
     path.split(|&b| b == b':')
         .map(|dir| {
@@ -180,41 +248,35 @@ fn prepare(command: &Command) -> Result<Prepared, SpawnError> {
     if command.argv.is_empty() || command.program().is_empty() {
         return Err(SpawnError::InvalidCommand);
     }
-    let env = child_environment(&command.env);
-    let candidates = exec_candidates(command.program(), &env);
-
-    let mut strings = Vec::with_capacity(command.argv.len() + env.len() + candidates.len());
-    let mut pointers = |list: &mut Vec<*const libc::c_char>, s: CString| {
-        list.push(s.as_ptr());
-        strings.push(s);
-    };
-    let mut argv = Vec::with_capacity(command.argv.len() + 1);
+    let mut strings = Strings::default();
     for arg in &command.argv {
-        pointers(&mut argv, cstring(arg)?);
+        strings.push(&[arg])?;
     }
-    let mut envp = Vec::with_capacity(env.len() + 1);
-    for (name, value) in &env {
-        if name.is_empty() || name.contains(&b'=') {
-            return Err(SpawnError::InvalidCommand);
+    let argc = strings.len();
+    // The usual case, no changes, copies our environment in one pass.
+    let path = if command.env.is_empty() {
+        own_environment(&mut strings)?;
+        None
+    } else {
+        let env = child_environment(&command.env);
+        for (name, value) in &env {
+            if name.is_empty() || name.contains(&b'=') {
+                return Err(SpawnError::InvalidCommand);
+            }
+            strings.push(&[name, b"=", value])?;
         }
-        let mut entry = name.clone();
-        entry.push(b'=');
-        entry.extend_from_slice(value);
-        pointers(&mut envp, cstring(&entry)?);
+        env.into_iter().find(|(k, _)| k == b"PATH").map(|(_, v)| v)
+    };
+    let envc = strings.len();
+    for candidate in candidates(command.program(), path) {
+        strings.push(&[&candidate])?;
     }
-    let mut candidate_ptrs = Vec::with_capacity(candidates.len() + 1);
-    for candidate in candidates {
-        pointers(&mut candidate_ptrs, cstring(&candidate)?);
-    }
-    argv.push(std::ptr::null());
-    envp.push(std::ptr::null());
-    candidate_ptrs.push(std::ptr::null());
     let cwd = command.cwd.as_deref().map(cstring).transpose()?;
     Ok(Prepared {
+        argv: strings.pointers(0..argc),
+        envp: strings.pointers(argc..envc),
+        candidates: strings.pointers(envc..strings.len()),
         _strings: strings,
-        candidates: candidate_ptrs,
-        argv,
-        envp,
         cwd,
     })
 }
@@ -612,6 +674,45 @@ mod tests {
         let mut command = Command::new(["true"]);
         command.env = vec![EnvChange::Set(b"A=B".to_vec(), b"1".to_vec())];
         assert_eq!(prepare(&command).err(), Some(SpawnError::InvalidCommand));
+    }
+
+    /// The strings of a null-terminated C array.
+    fn strings(array: &[*const libc::c_char]) -> Vec<Vec<u8>> {
+        array
+            .iter()
+            .take_while(|p| !p.is_null())
+            // SAFETY: the array points into a live `Prepared`.
+            .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_is_ours_unless_changed() {
+        let ours: Vec<Vec<u8>> = child_environment(&[])
+            .into_iter()
+            .map(|(k, v)| [k, b"=".to_vec(), v].concat())
+            .collect();
+        let prepared = prepare(&Command::new(["ls", "-l"])).unwrap();
+        assert_eq!(strings(&prepared.envp), ours);
+        assert_eq!(
+            strings(&prepared.argv),
+            vec![b"ls".to_vec(), b"-l".to_vec()]
+        );
+        assert!(strings(&prepared.candidates)
+            .iter()
+            .all(|c| c.ends_with(b"/ls")));
+
+        let mut command = Command::new(["ls"]);
+        command.env = vec![
+            EnvChange::Clear,
+            EnvChange::Set(b"PATH".to_vec(), b"/x:/y".to_vec()),
+        ];
+        let prepared = prepare(&command).unwrap();
+        assert_eq!(strings(&prepared.envp), vec![b"PATH=/x:/y".to_vec()]);
+        assert_eq!(
+            strings(&prepared.candidates),
+            vec![b"/x/ls".to_vec(), b"/y/ls".to_vec()]
+        );
     }
 
     #[test]
