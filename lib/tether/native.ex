@@ -24,8 +24,8 @@ defmodule Tether.Native do
   # Where the NIF and the watchdog program are installed.
   def native_dir, do: Path.join(:code.priv_dir(:tether), "native")
 
-  def start(_spec, _owner, _process), do: err()
-  def adopt(_os_pid, _spec, _owner, _process), do: err()
+  def start(_spec, _owner, _process, _reply_ref), do: err()
+  def adopt(_os_pid, _spec, _owner, _process, _reply_ref), do: err()
   def write(_os_pid, _binary), do: err()
   def close_stdin(_os_pid), do: err()
   def winsz(_os_pid, _rows, _cols), do: err()

@@ -27,17 +27,23 @@ defmodule Tether.Process do
   @info_key :"$tether_info"
 
   @doc false
-  # Starts the process for `spec`; with `adopt: os_pid`, watches that existing process instead.
+  # Starts the OS process for `spec` (with `adopt: os_pid`, watches that existing process
+  # instead) and the Tether.Process that stands for it.
+  #
+  # The new process makes the native call, so the handle is never anyone else's, and the event
+  # loop answers the caller directly: no relay through the new process. It may therefore not
+  # have recorded its os_pid yet when this returns; `os_pid/1` and `live_info/1` wait for it.
   @spec start(Tether.Options.spec(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
   def start(spec, options \\ []) do
-    caller = self()
     ref = make_ref()
     spawn_options = if spec.link, do: [:link, :monitor], else: [:monitor]
     adopt = Keyword.get(options, :adopt)
-    {pid, monitor} = :erlang.spawn_opt(fn -> init(caller, ref, spec, adopt) end, spawn_options)
+
+    {pid, monitor} =
+      :erlang.spawn_opt(__MODULE__, :init, [self(), ref, spec, adopt], spawn_options)
 
     receive do
-      {^ref, result} ->
+      {:tether_spawned, ^ref, result} ->
         Process.demonitor(monitor, [:flush])
 
         case result do
@@ -50,20 +56,25 @@ defmodule Tether.Process do
     end
   end
 
-  defp init(caller, ref, spec, adopt) do
-    handle =
-      try do
-        case adopt do
-          nil -> Tether.Native.start(spec, caller, self())
-          os_pid -> Tether.Native.adopt(os_pid, spec, caller, self())
-        end
-      rescue
-        # Tether.Options only builds specs the NIF decodes; this is defence in depth.
-        ArgumentError ->
-          send(caller, {ref, {:error, :badarg}})
-          exit(:normal)
-      end
+  @doc false
+  def init(caller, ref, spec, adopt) do
+    case native_start(caller, ref, spec, adopt) do
+      {:ok, handle} -> await_spawn(caller, spec, handle)
+      :badarg -> send(caller, {:tether_spawned, ref, {:error, :badarg}})
+    end
+  end
 
+  defp native_start(caller, ref, spec, adopt) do
+    case adopt do
+      nil -> {:ok, Tether.Native.start(spec, caller, self(), ref)}
+      os_pid -> {:ok, Tether.Native.adopt(os_pid, spec, caller, self(), ref)}
+    end
+  rescue
+    # Tether.Options only builds specs the NIF decodes; this is defence in depth.
+    ArgumentError -> :badarg
+  end
+
+  defp await_spawn(caller, spec, handle) do
     receive do
       {:tether_spawned, {:ok, os_pid}} ->
         Process.put(@os_pid_key, os_pid)
@@ -79,7 +90,6 @@ defmodule Tether.Process do
         Tether.History.record(os_pid, Map.merge(started, %{os_pid: os_pid, pid: self()}))
         Tether.History.count(:spawned)
         Tether.Trace.event(os_pid, fn -> "Tether spawned #{os_pid}: #{inspect(spec.argv)}" end)
-        send(caller, {ref, {:ok, os_pid}})
 
         wait(%{
           os_pid: os_pid,
@@ -95,8 +105,6 @@ defmodule Tether.Process do
         Tether.Trace.event(nil, fn ->
           "Tether could not spawn #{inspect(spec.argv)}: #{inspect(reason)}"
         end)
-
-        send(caller, {ref, {:error, reason}})
     end
   end
 
@@ -122,6 +130,10 @@ defmodule Tether.Process do
       {:tether_passive, ^os_pid, stream} ->
         # The handler has run for every chunk so far: ask for the next one.
         Tether.Native.activate(os_pid, stream, 1)
+        wait(state)
+
+      {:tether_sync, from, ref} ->
+        send(from, {ref, :synced})
         wait(state)
 
       {:tether_exit, ^os_pid, reason, final} ->
@@ -159,9 +171,47 @@ defmodule Tether.Process do
   # What Tether.info/1 reports of a live process, without a message round trip.
   @spec live_info(pid) :: map | nil
   def live_info(pid) do
+    case dictionary(pid) do
+      %{@info_key => info} -> info
+      _ -> nil
+    end
+  end
+
+  # The process dictionary of a Tether.Process, once it has recorded its OS process (a process
+  # fresh from `start/2` may still be recording it: then wait for it). Nil for any other
+  # process.
+  defp dictionary(pid, wait? \\ true) do
     case Process.info(pid, :dictionary) do
-      {:dictionary, dictionary} -> dictionary[@info_key]
-      nil -> nil
+      {:dictionary, dictionary} ->
+        dictionary = Map.new(dictionary)
+
+        if wait? and starting?(pid, dictionary) and sync(pid),
+          do: dictionary(pid, false),
+          else: dictionary
+
+      nil ->
+        nil
+    end
+  end
+
+  # A Tether.Process that has not recorded its os_pid yet.
+  defp starting?(pid, dictionary) do
+    not Map.has_key?(dictionary, @os_pid_key) and
+      Process.info(pid, :initial_call) == {:initial_call, {__MODULE__, :init, 4}}
+  end
+
+  # Waits until `pid` has handled every message sent to it so far; false if it exits first.
+  defp sync(pid) do
+    ref = Process.monitor(pid)
+    send(pid, {:tether_sync, self(), ref})
+
+    receive do
+      {^ref, :synced} ->
+        Process.demonitor(ref, [:flush])
+        true
+
+      {:DOWN, ^ref, :process, ^pid, _} ->
+        false
     end
   end
 
@@ -188,10 +238,10 @@ defmodule Tether.Process do
   """
   @spec os_pid(pid) :: {:ok, Tether.os_pid()} | {:error, :no_process}
   def os_pid(pid) when is_pid(pid) and node(pid) == node() do
-    # No message round trip: any pid answers at once. The dictionary entry is confirmed by the
-    # native registry, so a process that merely has the key is not mistaken for a Tether one.
-    with {:dictionary, dictionary} <- Process.info(pid, :dictionary),
-         os_pid when is_integer(os_pid) <- dictionary[@os_pid_key],
+    # No message round trip (but for a Tether.Process still starting): any pid answers at once.
+    # The dictionary entry is confirmed by the native registry, so a process that merely has the
+    # key is not mistaken for a Tether one.
+    with %{@os_pid_key => os_pid} <- dictionary(pid),
          {:ok, ^pid} <- Tether.Native.process_of(os_pid) do
       {:ok, os_pid}
     else

@@ -100,9 +100,10 @@ defmodule Tether.BadInputTest do
           {:status, [nil]},
           {:process_of, [1.5]},
           {:signal_number, [123]},
-          {:start, [%{}, self(), self()]},
-          {:start, [%{argv: 1}, self(), self()]},
-          {:start, [:spec, self(), self()]},
+          {:start, [%{}, self(), self(), make_ref()]},
+          {:start, [%{argv: 1}, self(), self(), make_ref()]},
+          {:start, [:spec, self(), self(), make_ref()]},
+          {:start, [%{}, :not_a_pid, self(), make_ref()]},
           {:stop_all, [:not_a_pid]}
         ] do
       assert_raise ArgumentError, fn -> apply(Tether.Native, fun, args) end

@@ -21,6 +21,24 @@ defmodule Tether.ControlTest do
       assert receive_numbered(os_pid, 0, <<>>) == 1024
     end
 
+    test "small writes (straight to the pipe) and big ones (queued) keep their order" do
+      {:ok, _, os_pid} = Tether.run(["cat"], [:stdin, :stdout, :monitor])
+      # Sizes on both sides of the direct-write limit (64 KiB) and of the pipe's capacity, so
+      # that small writes arrive while big ones still wait in the queue.
+      sizes = Stream.cycle([1, 100, 70_000, 7, 2_000_000, 65_536, 3]) |> Enum.take(200)
+
+      chunks =
+        sizes
+        |> Enum.with_index()
+        |> Enum.map(fn {size, i} -> :binary.copy(<<rem(i, 251)>>, size) end)
+
+      for chunk <- chunks, do: :ok = Tether.send(os_pid, chunk)
+      :ok = Tether.send(os_pid, :eof)
+      expected = IO.iodata_to_binary(chunks)
+      assert {^expected, "", :normal} = collect(os_pid)
+      assert Tether.info(os_pid).stdin_bytes == byte_size(expected)
+    end
+
     test "{:stdin, path} and {:stdin, :close}" do
       path = Path.join(System.tmp_dir!(), "tether-stdin-#{System.unique_integer([:positive])}")
       File.write!(path, "from a file\n")

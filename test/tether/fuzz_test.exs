@@ -51,7 +51,14 @@ defmodule Tether.FuzzTest do
       {:native_process_of, fn -> Tether.Native.process_of(Gen.term(context)) end},
       {:native_signal_number, fn -> Tether.Native.signal_number(Gen.term(context)) end},
       {:native_start,
-       fn -> Tether.Native.start(native_spec(context), Gen.term(context), Gen.term(context)) end},
+       fn ->
+         Tether.Native.start(
+           native_spec(context),
+           Gen.term(context),
+           Gen.term(context),
+           Gen.term(context)
+         )
+       end},
       {:native_stop_all, fn -> Tether.Native.stop_all(not_a_pid(context)) end},
       {:send, fn -> Tether.send(Gen.term(context), Gen.term(context)) end},
       {:winsz, fn -> Tether.winsz(Gen.term(context), Gen.term(context), Gen.term(context)) end},

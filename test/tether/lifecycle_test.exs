@@ -139,6 +139,30 @@ defmodule Tether.LifecycleTest do
     end
   end
 
+  describe "right after run returns" do
+    # run/2 returns as soon as the OS process exists, possibly before its Tether.Process has
+    # recorded it: what it answers must already be true.
+    test "os_pid, pid and info answer at once, from any process" do
+      for _ <- 1..200 do
+        {:ok, pid, os_pid} = Tether.run(["sleep", "100"], [:monitor])
+        other = Task.async(fn -> {Tether.os_pid(pid), Tether.info(os_pid)} end)
+        assert Tether.os_pid(pid) == {:ok, os_pid}
+        assert Tether.pid(os_pid) == {:ok, pid}
+        assert %{os_pid: ^os_pid, pid: ^pid, status: :running} = Tether.info(os_pid)
+        assert {{:ok, ^os_pid}, %{pid: ^pid}} = Task.await(other)
+        :ok = Tether.kill(os_pid, :sigkill)
+        assert_receive {:DOWN, ^os_pid, _, _, {:signal, :sigkill, false}}, 5000
+      end
+    end
+
+    test "a process that only looks like one is not mistaken for a Tether.Process" do
+      impostor = spawn(fn -> receive do: (_ -> :ok) end)
+      assert Tether.os_pid(impostor) == {:error, :no_process}
+      assert Tether.info(impostor) == {:error, :no_process}
+      send(impostor, :done)
+    end
+  end
+
   describe "environment and directory" do
     test "env changes apply in order; cd applies" do
       env = [{"TETHER_A", "1"}, {"HOME", false}, {"TETHER_B", "x y"}]

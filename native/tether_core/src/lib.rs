@@ -19,6 +19,7 @@ mod sys;
 mod watchdog;
 
 pub use command::{Command, EnvChange, Group, Input, Output, Pty, Rlimit, StopAction, StopStep};
+pub use nix::errno::Errno;
 pub use reactor::{Bytes, Counters, Listener, Options, Reactor, Stream, Usage, WriteError};
 pub use registry::{NoProcess, State};
 pub use spawn::SpawnError;

@@ -15,7 +15,12 @@
 //!   its group killed while the leader is still an unreaped zombie, which keeps the group id from
 //!   being reused.
 //! - Writes to a child's stdin never block: what the pipe does not take waits in a queue, and
-//!   the loop waits for the pipe to become writable.
+//!   the loop waits for the pipe to become writable. A small write with nothing queued before
+//!   it is made by the caller itself, straight to the (non-blocking) pipe, under the registry
+//!   lock: an echo round trip then crosses one thread less.
+//! - Output is read in chunks of exactly what the pipe holds (`FIONREAD`), into memory the
+//!   listener provides ([`Listener::read_output`]): the NIF reads straight into the binary it
+//!   sends.
 //! - Every request and every event is handled inside `catch_unwind`: a panic is logged and the
 //!   loop goes on; the child it concerned is killed and reported as ended, never forgotten.
 
@@ -46,6 +51,25 @@ pub enum Stream {
 pub trait Listener: Send {
     fn spawned(&mut self, result: Result<u32, SpawnError>);
     fn output(&mut self, stream: Stream, os_pid: u32, data: &[u8]);
+    /// Reads one chunk of at most `len` bytes (what the pipe holds) by calling `read` once, and
+    /// delivers it like `output`; returns what `read` returned. Override it to read straight
+    /// into memory the listener sends on (no copy); the default reads into `scratch`, which
+    /// is at least `len` bytes long.
+    fn read_output(
+        &mut self,
+        stream: Stream,
+        os_pid: u32,
+        len: usize,
+        scratch: &mut [u8],
+        read: &mut dyn FnMut(&mut [u8]) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno> {
+        let buffer = &mut scratch[..len];
+        let n = read(buffer)?;
+        if n > 0 {
+            self.output(stream, os_pid, &buffer[..n]);
+        }
+        Ok(n)
+    }
     /// A flow-controlled stream used its last credit: nothing more is read until `activate`.
     fn passive(&mut self, _stream: Stream, _os_pid: u32) {}
     /// `None` when the status cannot be known (an adopted process, or the kernel reaped the
@@ -105,6 +129,8 @@ enum Request {
     Write {
         id: u64,
         data: Bytes,
+        /// Bytes of `data` already written (directly, by the caller).
+        written: usize,
     },
     CloseStdin {
         id: u64,
@@ -246,10 +272,17 @@ impl Reactor {
         self.shared.registry.kill(os_pid, signal)
     }
 
-    /// Queues `data` for the child's stdin. Never blocks.
+    /// Writes `data` to the child's stdin, or queues what the pipe does not take at once.
+    /// Never blocks. A small write with nothing queued before it goes straight to the pipe from
+    /// the calling thread, which spares a round trip through the event loop.
     pub fn write(&self, os_pid: u32, data: Bytes) -> Result<(), WriteError> {
-        let id = self.shared.registry.stdin_id(os_pid, false)?;
-        self.send(Request::Write { id, data });
+        let queued =
+            self.shared
+                .registry
+                .write_or_queue(os_pid, (*data).as_ref(), DIRECT_WRITE_MAX)?;
+        if let Some((id, written)) = queued {
+            self.send(Request::Write { id, data, written });
+        }
         Ok(())
     }
 
@@ -390,6 +423,13 @@ impl Child {
         };
     }
 
+    /// Its counters, with the bytes callers wrote to its stdin directly.
+    fn counters_now(&self, shared: &Shared) -> Counters {
+        let mut counters = self.counters;
+        counters.stdin_bytes += shared.registry.stdin_direct_bytes(self.os_pid);
+        counters
+    }
+
     /// Whether the watchdog guards this child's group.
     fn guarded(&self) -> bool {
         self.leads_group && !self.detach && !self.adopted
@@ -411,6 +451,8 @@ const KIND_EXIT: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
 const KIND_STDIN: u64 = 3;
+/// Largest write a caller makes straight to a child's stdin (bigger ones go through the loop).
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
 /// Largest single read: big reads make big off-heap binaries, cheap to send.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -592,11 +634,18 @@ impl EventLoop {
                 self.stop_all_waiters.push(done);
                 self.notify_if_idle();
             }
-            Request::Write { id, data } => self.guarded(id, |this| {
-                if let Some(stdin) = this.children.get_mut(&id).and_then(|c| c.stdin.as_mut()) {
-                    if !stdin.eof {
+            Request::Write { id, data, written } => self.guarded(id, |this| {
+                let Some(child) = this.children.get_mut(&id) else {
+                    return;
+                };
+                match child.stdin.as_mut() {
+                    Some(stdin) if !stdin.eof => {
+                        if stdin.queue.is_empty() {
+                            stdin.offset = written;
+                        }
                         stdin.queue.push_back(data);
                     }
+                    _ => this.shared.registry.stdin_dequeued(child.os_pid),
                 }
                 this.flush_stdin(id);
             }),
@@ -620,7 +669,7 @@ impl EventLoop {
                 }
             }
             Request::Counters { id, reply } => {
-                let counters = self.children.get(&id).map(|c| c.counters);
+                let counters = self.children.get(&id).map(|c| c.counters_now(&self.shared));
                 let _ = catch_unwind(AssertUnwindSafe(|| reply(counters)));
             }
         }
@@ -765,6 +814,9 @@ impl EventLoop {
                     signal_group: child.signal_group,
                     stopping: false,
                     stdin: child.stdin.is_some(),
+                    stdin_fd: child.stdin.as_ref().map(|s| s.fd.as_raw_fd()),
+                    stdin_queued: 0,
+                    stdin_direct_bytes: 0,
                     exited: false,
                     tag,
                 },
@@ -911,16 +963,27 @@ impl EventLoop {
         if pipe.credit == Some(0) {
             return false;
         }
-        let want = match pipe.owed {
-            Some(0) => 0,
-            Some(owed) => owed.min(self.buffer.len()),
-            None => self.buffer.len(),
-        };
         let fd = pipe.fd.as_raw_fd();
-        let result = if want == 0 {
+        // Read exactly what the pipe holds (after the exit: what is owed), so that a listener
+        // can read straight into a buffer of the right size.
+        let available = pipe.owed.unwrap_or_else(|| sys::bytes_available(fd));
+        let want = available.min(self.buffer.len());
+        let mut read = |buffer: &mut [u8]| sys::read(fd, buffer);
+        let result = if want > 0 {
+            child
+                .listener
+                .read_output(stream, child.os_pid, want, &mut self.buffer, &mut read)
+        } else if pipe.owed.is_some() {
             Ok(0)
         } else {
-            sys::read(fd, &mut self.buffer[..want])
+            // Nothing held: this read sees the end of file, or bytes that just arrived.
+            let n = read(&mut self.buffer);
+            if let Ok(n @ 1..) = n {
+                child
+                    .listener
+                    .output(stream, child.os_pid, &self.buffer[..n]);
+            }
+            n
         };
         match result {
             Ok(n) if n > 0 => {
@@ -936,16 +999,13 @@ impl EventLoop {
                     pipe.watching = false;
                     epoll_remove(epoll, fd);
                 }
-                child
-                    .listener
-                    .output(stream, child.os_pid, &self.buffer[..n]);
                 if passive {
                     child.listener.passive(stream, child.os_pid);
                 }
                 self.count_output(id, stream, n);
                 true
             }
-            Err(Errno::EAGAIN) if want > 0 => false,
+            Err(Errno::EAGAIN) => false,
             _ => {
                 // End of file (EIO for a pty whose other side closed), or all owed delivered.
                 let pipe = child.pipes.swap_remove(index);
@@ -1029,6 +1089,7 @@ impl EventLoop {
                     if stdin.offset == bytes.len() {
                         stdin.queue.pop_front();
                         stdin.offset = 0;
+                        self.shared.registry.stdin_dequeued(child.os_pid);
                     }
                 }
                 Err(Errno::EAGAIN) => break,
@@ -1041,6 +1102,7 @@ impl EventLoop {
         }
         let done = broken || (stdin.eof && stdin.queue.is_empty());
         if done {
+            self.shared.registry.stdin_closing(child.os_pid);
             if let Some(stdin) = child.stdin.take() {
                 if stdin.watching {
                     self.unwatch(stdin.fd.as_raw_fd());
@@ -1132,6 +1194,7 @@ impl EventLoop {
         let Some(mut child) = self.children.remove(&id) else {
             return;
         };
+        child.counters = child.counters_now(&self.shared);
         self.shared.registry.remove(child.os_pid, || ());
         self.release_resources(id, &mut child);
         let (status, usage) = child.exit.unwrap_or((None, None));

@@ -37,6 +37,13 @@ pub(crate) struct Entry {
     pub stopping: bool,
     /// The child has a stdin pipe that is not closed yet.
     pub stdin: bool,
+    /// The pipe itself while the event loop keeps it open: callers write to it directly when
+    /// nothing is queued before them.
+    pub stdin_fd: Option<RawFd>,
+    /// Writes handed to the event loop and not yet fully written.
+    pub stdin_queued: usize,
+    /// Bytes written directly by callers (the event loop counts the rest).
+    pub stdin_direct_bytes: u64,
     /// Reaped; kept until its owed output is delivered. Not signalled, not listed.
     pub exited: bool,
     pub tag: Tag,
@@ -105,6 +112,61 @@ impl Registry {
         }
         entry.stdin = !close;
         Ok(entry.id)
+    }
+
+    /// Writes `data` to the child's stdin straight away when nothing waits in the event loop's
+    /// queue before it, the pipe takes all of it, and it is small (a non-blocking write of at
+    /// most `direct_max` bytes: the caller's thread is never held up). Otherwise returns the
+    /// child's id and the bytes already written, and counts one more queued write: the event
+    /// loop writes the rest. Under the lock, so writes keep their order and the pipe cannot be
+    /// closed meanwhile.
+    pub fn write_or_queue(
+        &self,
+        os_pid: u32,
+        data: &[u8],
+        direct_max: usize,
+    ) -> Result<Option<(u64, usize)>, WriteError> {
+        let mut children = self.lock();
+        let entry = children
+            .get_mut(&os_pid)
+            .filter(|e| !e.exited)
+            .ok_or(WriteError::NoProcess)?;
+        if !entry.stdin {
+            return Err(WriteError::Closed);
+        }
+        let mut written = 0;
+        if let (Some(fd), 0, true) = (entry.stdin_fd, entry.stdin_queued, data.len() <= direct_max)
+        {
+            // Errors (EAGAIN, EPIPE…) are left to the event loop, which handles them.
+            written = sys::write(fd, data).unwrap_or(0);
+            entry.stdin_direct_bytes += written as u64;
+            if written == data.len() {
+                return Ok(None);
+            }
+        }
+        entry.stdin_queued += 1;
+        Ok(Some((entry.id, written)))
+    }
+
+    /// The event loop finished (or dropped) one queued write.
+    pub(crate) fn stdin_dequeued(&self, os_pid: u32) {
+        if let Some(entry) = self.lock().get_mut(&os_pid) {
+            entry.stdin_queued = entry.stdin_queued.saturating_sub(1);
+        }
+    }
+
+    /// The event loop is about to close the stdin pipe: no caller may write to it any more.
+    pub(crate) fn stdin_closing(&self, os_pid: u32) {
+        if let Some(entry) = self.lock().get_mut(&os_pid) {
+            entry.stdin_fd = None;
+        }
+    }
+
+    /// Bytes callers wrote to the child's stdin directly.
+    pub(crate) fn stdin_direct_bytes(&self, os_pid: u32) -> u64 {
+        self.lock()
+            .get(&os_pid)
+            .map_or(0, |entry| entry.stdin_direct_bytes)
     }
 
     /// The os_pids of every live child, ascending.

@@ -253,8 +253,11 @@ fn stdin_is_written_in_order_and_closed_after_the_queue() {
     let (result, rx) = start(command);
     let os_pid = result.unwrap();
     let mut expected = Vec::new();
+    // Small chunks go straight to the pipe when nothing is queued, the others through the
+    // loop's queue: sizes on both sides of that limit and of the pipe's capacity.
+    let sizes = [1, 64 * 1024, 64 * 1024 + 1, 7, 300_000, 100];
     for i in 0..200u32 {
-        let chunk = vec![(i % 251) as u8; 64 * 1024];
+        let chunk = vec![(i % 251) as u8; sizes[i as usize % sizes.len()]];
         expected.extend_from_slice(&chunk);
         reactor().write(os_pid, Box::new(chunk)).unwrap();
     }

@@ -1,7 +1,8 @@
 //! The NIF of Tether: decode → call `tether_core` → encode. No process logic lives here.
 //!
-//! Every NIF returns at once (it queues work for the reactor or reads the registry under a short
-//! lock), so all run on normal schedulers. Events reach the BEAM from the reactor thread through
+//! Every NIF returns at once (it queues work for the reactor, reads the registry under a short
+//! lock, or makes one non-blocking write of at most 64 KiB to a child's stdin), so all run on
+//! normal schedulers. Events reach the BEAM from the reactor thread through
 //! [`listener::BeamListener`].
 
 mod atoms;
@@ -32,43 +33,47 @@ fn load(_env: Env, _info: Term) -> bool {
     }
 }
 
-/// Queues a spawn. The reply, `{:tether_spawned, {:ok, os_pid} | {:error, reason}}`, goes to
-/// `process`, which keeps the returned handle: dropping it stops the OS process. The owner is
-/// monitored: when it dies, the OS process is stopped.
+/// Queues a spawn. The outcome, `{:ok, os_pid} | {:error, reason}`, reaches the owner as
+/// `{:tether_spawned, reply_ref, outcome}` and `process` as `{:tether_spawned, outcome}`, straight
+/// from the event loop. `process` keeps the returned handle: dropping it stops the OS process.
+/// The owner is monitored: when it dies, the OS process is stopped.
 #[rustler::nif]
-fn start(
-    env: Env,
-    spec: Term,
+fn start<'a>(
+    env: Env<'a>,
+    spec: Term<'a>,
     owner: LocalPid,
     process: LocalPid,
+    reply_ref: Term<'a>,
 ) -> rustler::NifResult<ResourceArc<Handle>> {
-    start_or_adopt(env, None, spec, owner, process)
+    start_or_adopt(env, None, spec, (owner, reply_ref), process)
 }
 
 /// Like `start`, for a process started elsewhere (`Tether.manage/2`).
 #[rustler::nif]
-fn adopt(
-    env: Env,
+fn adopt<'a>(
+    env: Env<'a>,
     os_pid: u32,
-    spec: Term,
+    spec: Term<'a>,
     owner: LocalPid,
     process: LocalPid,
+    reply_ref: Term<'a>,
 ) -> rustler::NifResult<ResourceArc<Handle>> {
     let pid = i32::try_from(os_pid).map_err(|_| rustler::Error::BadArg)?;
-    start_or_adopt(env, Some(pid), spec, owner, process)
+    start_or_adopt(env, Some(pid), spec, (owner, reply_ref), process)
 }
 
-fn start_or_adopt(
-    env: Env,
+fn start_or_adopt<'a>(
+    env: Env<'a>,
     adopt: Option<i32>,
-    spec: Term,
-    owner: LocalPid,
+    spec: Term<'a>,
+    (owner, reply_ref): (LocalPid, Term<'a>),
     process: LocalPid,
 ) -> rustler::NifResult<ResourceArc<Handle>> {
     let spec: spec::Spec = spec.decode().map_err(|_| rustler::Error::BadArg)?;
     let (command, routes) = spec.into_command(process)?;
     let detach = command.detach;
-    let listener = Box::new(BeamListener::new(routes));
+    let reply = listener::Reply::new(owner, reply_ref);
+    let listener = Box::new(BeamListener::new(routes, reply));
     let id = match adopt {
         None => reactor().spawn(command, listener, Arc::new(process)),
         Some(pid) => reactor().adopt(pid, command, listener, Arc::new(process)),
@@ -124,7 +129,7 @@ fn status(env: Env, os_pid: u32) -> Term {
     ok_or_no_process(env, result)
 }
 
-/// Queues a binary for the child's stdin (no copy, never blocks).
+/// Writes a binary to the child's stdin, or queues it (no copy, never blocks).
 #[rustler::nif]
 fn write<'a>(env: Env<'a>, os_pid: u32, data: Term<'a>) -> rustler::NifResult<Term<'a>> {
     let bytes = bytes::keep(data)?;

@@ -5,9 +5,10 @@
 
 use crate::atoms;
 use crate::spec::Routes;
+use rustler::env::SavedTerm;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, Term};
 use std::cell::RefCell;
-use tether_core::{signal, Counters, ExitStatus, Listener, SpawnError, Stream, Usage};
+use tether_core::{signal, Counters, Errno, ExitStatus, Listener, SpawnError, Stream, Usage};
 
 thread_local! {
     /// One message environment for the reactor thread, cleared after every send.
@@ -69,41 +70,113 @@ fn encode_exit_info(env: Env, usage: Option<Usage>, counters: Counters) -> Term 
     }
 }
 
+/// Where the outcome of a spawn goes besides the `Tether.Process`: the caller of `Tether.run`,
+/// tagged with its reference, so that it waits for no other process.
+pub struct Reply {
+    to: LocalPid,
+    env: OwnedEnv,
+    reference: SavedTerm,
+}
+
+impl Reply {
+    pub fn new(to: LocalPid, reference: Term) -> Reply {
+        let env = OwnedEnv::new();
+        let reference = env.save(reference);
+        Reply { to, env, reference }
+    }
+}
+
 pub struct BeamListener {
     routes: Routes,
+    reply: Option<Reply>,
 }
 
 impl BeamListener {
-    pub fn new(routes: Routes) -> BeamListener {
-        BeamListener { routes }
+    pub fn new(routes: Routes, reply: Reply) -> BeamListener {
+        BeamListener {
+            routes,
+            reply: Some(reply),
+        }
+    }
+}
+
+impl BeamListener {
+    /// Where a stream's output goes, if anywhere.
+    fn route(&self, stream: Stream) -> Option<LocalPid> {
+        match stream {
+            Stream::Stdout => self.routes.stdout,
+            Stream::Stderr => self.routes.stderr,
+        }
+    }
+
+    fn send_output(&self, stream: Stream, os_pid: u32, binary: OwnedBinary) {
+        let Some(to) = self.route(stream) else { return };
+        let tag = match stream {
+            Stream::Stdout => atoms::stdout(),
+            Stream::Stderr => atoms::stderr(),
+        };
+        send(&to, move |env| {
+            (tag, os_pid, binary.release(env)).encode(env)
+        });
     }
 }
 
 impl Listener for BeamListener {
     fn spawned(&mut self, result: Result<u32, SpawnError>) {
-        send(&self.routes.process, |env| {
-            let result = match result {
+        fn outcome(env: Env, result: Result<u32, SpawnError>) -> Term {
+            match result {
                 Ok(os_pid) => (atoms::ok(), os_pid).encode(env),
                 Err(error) => {
                     let reason = Atom::from_str(env, &error.name()).unwrap_or(atoms::error());
                     (atoms::error(), reason).encode(env)
                 }
-            };
-            (atoms::tether_spawned(), result).encode(env)
+            }
+        }
+        // The caller first: it is the one waiting.
+        if let Some(mut reply) = self.reply.take() {
+            let reference = reply.reference;
+            let _ = reply.env.send_and_clear(&reply.to, |env| {
+                (
+                    atoms::tether_spawned(),
+                    reference.load(env),
+                    outcome(env, result),
+                )
+                    .encode(env)
+            });
+        }
+        send(&self.routes.process, |env| {
+            (atoms::tether_spawned(), outcome(env, result)).encode(env)
         });
     }
 
     fn output(&mut self, stream: Stream, os_pid: u32, data: &[u8]) {
-        let (tag, to) = match stream {
-            Stream::Stdout => (atoms::stdout(), self.routes.stdout),
-            Stream::Stderr => (atoms::stderr(), self.routes.stderr),
-        };
-        let Some(to) = to else { return };
-        let mut binary = OwnedBinary::new(data.len());
-        binary.as_mut_slice().copy_from_slice(data);
-        send(&to, move |env| {
-            (tag, os_pid, binary.release(env)).encode(env)
-        });
+        if self.route(stream).is_some() {
+            self.send_output(stream, os_pid, OwnedBinary::from_slice(data));
+        }
+    }
+
+    /// Reads straight into the binary that is sent: no copy, whatever the chunk size.
+    fn read_output(
+        &mut self,
+        stream: Stream,
+        os_pid: u32,
+        len: usize,
+        scratch: &mut [u8],
+        read: &mut dyn FnMut(&mut [u8]) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno> {
+        if self.route(stream).is_none() {
+            // Not routed anywhere: read only to drain the pipe.
+            return read(&mut scratch[..len]);
+        }
+        let mut binary = OwnedBinary::new(len);
+        let n = read(binary.as_mut_slice())?;
+        if n > 0 {
+            if n < len {
+                binary.realloc_or_copy(n);
+            }
+            self.send_output(stream, os_pid, binary);
+        }
+        Ok(n)
     }
 
     fn passive(&mut self, stream: Stream, os_pid: u32) {
