@@ -77,8 +77,6 @@ defmodule Tether.Process do
   defp await_spawn(caller, spec, handle) do
     receive do
       {:tether_spawned, {:ok, os_pid}} ->
-        Process.put(@os_pid_key, os_pid)
-
         started = %{
           owner: caller,
           command: spec.argv,
@@ -86,7 +84,9 @@ defmodule Tether.Process do
           started_at_wall: DateTime.utc_now()
         }
 
+        # The os_pid last: readers take its presence to mean that everything is recorded.
         Process.put(@info_key, started)
+        Process.put(@os_pid_key, os_pid)
         Tether.History.record(os_pid, Map.merge(started, %{os_pid: os_pid, pid: self()}))
         Tether.History.count(:spawned)
         Tether.Trace.event(os_pid, fn -> "Tether spawned #{os_pid}: #{inspect(spec.argv)}" end)
