@@ -487,6 +487,46 @@ defmodule Tether do
     raise ArgumentError, "expected iodata or :eof, got: #{inspect(data)}"
   end
 
+  @doc """
+  Waits until everything sent to the process's stdin so far is written to its pipe, so that a
+  producer does not run ahead of the process. `{:error, :closed}` when the stdin closes (or the
+  process exits) before all of it could be written.
+
+      iex> {:ok, _pid, os_pid} = Tether.run(["cat"], [:stdin, :stdout])
+      iex> :ok = Tether.send(os_pid, :binary.copy("x", 5_000_000))
+      iex> Tether.flush_stdin(os_pid)
+      :ok
+      iex> Tether.kill(os_pid, :sigkill)
+      :ok
+  """
+  @spec flush_stdin(target, timeout) :: :ok | {:error, :no_process | :closed | :timeout}
+  def flush_stdin(target, timeout \\ :infinity)
+
+  def flush_stdin(pid, timeout) when is_pid(pid) and node(pid) != node(),
+    do: Tether.Remote.call(pid, :flush_stdin, [timeout])
+
+  def flush_stdin(target, timeout)
+      when timeout == :infinity or (is_integer(timeout) and timeout >= 0) do
+    ref = make_ref()
+
+    with {:ok, os_pid} <- resolve(target),
+         :ok <- Tether.Native.stdin_flushed(os_pid, self(), ref) do
+      receive do
+        {:tether_stdin_flushed, ^ref, true} -> :ok
+        {:tether_stdin_flushed, ^ref, false} -> {:error, :closed}
+      after
+        timeout ->
+          # Drop the answer if it comes later.
+          receive do: ({:tether_stdin_flushed, ^ref, _} -> :ok), after: (0 -> :ok)
+          {:error, :timeout}
+      end
+    end
+  end
+
+  def flush_stdin(_target, timeout) do
+    raise ArgumentError, "expected a timeout (ms or :infinity), got: #{inspect(timeout)}"
+  end
+
   @doc "Sets the window size of a process started with `:pty` (it gets SIGWINCH)."
   @spec winsz(target, pos_integer, pos_integer) :: :ok | {:error, :no_process}
   def winsz(pid, rows, cols) when is_pid(pid) and node(pid) != node(),
@@ -539,7 +579,9 @@ defmodule Tether do
   process is flow-controlled: it blocks while nobody asks). The process starts when the stream
   is first consumed, owned by the consuming process. Halting early (`Enum.take/2`) stops it.
   Ends with `{:exit, reason}` as its last element. Options: those of `run/2` (not `:stdout`,
-  `:monitor`), plus `:input` (iodata or an Enumerable written to stdin, then EOF).
+  `:monitor`), plus `:input` (iodata or an Enumerable written to stdin, then EOF). An
+  Enumerable input is pulled by a linked process at the pace the command reads it (at most
+  1 MiB waits in the stdin queue, see `flush_stdin/2`), so it may be endless.
 
       iex> Tether.stream(["seq", "1", "3"]) |> Enum.to_list() |> List.last()
       {:exit, :normal}

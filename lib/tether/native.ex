@@ -28,6 +28,7 @@ defmodule Tether.Native do
   def adopt(_os_pid, _spec, _owner, _process, _reply_ref), do: err()
   def write(_os_pid, _binary), do: err()
   def close_stdin(_os_pid), do: err()
+  def stdin_flushed(_os_pid, _reply_to, _ref), do: err()
   def winsz(_os_pid, _rows, _cols), do: err()
   def counters(_os_pid, _reply_to, _ref), do: err()
   def rlimit_known(_name), do: err()

@@ -42,14 +42,18 @@ defmodule Tether.Stream do
   defp start(command, options, input) do
     case Tether.run(command, options) do
       {:ok, pid, os_pid} ->
-        # The pid, not the os_pid, addresses the process on whichever node it runs.
-        if input, do: feed(pid, input)
-        {:running, os_pid, pid}
+        # The pid, not the os_pid, addresses the process on whichever node it runs. Input is
+        # fed by a linked process, at the pace the command reads it, while we take the output.
+        feeder = if input, do: spawn_link(fn -> feed(pid, input) end)
+        {:running, os_pid, pid, feeder}
 
       {:error, reason} ->
         raise ExitError, command: command, reason: reason
     end
   end
+
+  # Bytes of Enumerable input that may wait in the stdin queue before feeding waits.
+  @feed_window 1_048_576
 
   @doc false
   # Writes `input` (iodata, or an Enumerable of iodata) to stdin, then EOF. Also for Tether.cmd/3.
@@ -59,15 +63,28 @@ defmodule Tether.Stream do
     Tether.send(os_pid, :eof)
   end
 
-  def feed(os_pid, input) do
-    Enum.each(input, &Tether.send(os_pid, &1))
-    Tether.send(os_pid, :eof)
+  def feed(target, input) do
+    # At most a window of input waits in the stdin queue: an endless Enumerable is consumed
+    # only as fast as the process reads.
+    Enum.reduce_while(input, 0, fn chunk, queued ->
+      with :ok <- Tether.send(target, chunk),
+           queued = queued + IO.iodata_length(chunk),
+           :ok <- if(queued >= @feed_window, do: Tether.flush_stdin(target), else: :ok) do
+        {:cont, if(queued >= @feed_window, do: 0, else: queued)}
+      else
+        error -> {:halt, error}
+      end
+    end)
+    |> case do
+      queued when is_integer(queued) -> Tether.send(target, :eof)
+      error -> error
+    end
   end
 
-  defp next({:done, _, _} = state, _command, _raise?), do: {:halt, state}
-  defp next({:failed, _, _} = state, _command, _raise?), do: {:halt, state}
+  defp next({:done, _, _, _} = state, _command, _raise?), do: {:halt, state}
+  defp next({:failed, _, _, _} = state, _command, _raise?), do: {:halt, state}
 
-  defp next({:running, os_pid, pid} = state, command, raise?) do
+  defp next({:running, os_pid, pid, feeder} = state, command, raise?) do
     receive do
       {:stdout, ^os_pid, data} ->
         Tether.activate(pid, :once, :stdout)
@@ -79,25 +96,29 @@ defmodule Tether.Stream do
       {:DOWN, ^os_pid, :process, _, reason} ->
         cond do
           not raise? ->
-            {[{:exit, reason}], {:done, os_pid, pid}}
+            {[{:exit, reason}], {:done, os_pid, pid, feeder}}
 
           reason == :normal ->
-            {:halt, {:done, os_pid, pid}}
+            {:halt, {:done, os_pid, pid, feeder}}
 
           # Raised from `halt/1`, once the state says the process is gone.
           true ->
-            {:halt, {:failed, os_pid, ExitError.exception(command: command, reason: reason)}}
+            error = ExitError.exception(command: command, reason: reason)
+            {:halt, {:failed, os_pid, error, feeder}}
         end
     end
   end
 
   # Halted early (or done): stop the process if it still runs, and drop its messages.
-  defp halt({:failed, os_pid, error}) do
+  defp halt({:failed, os_pid, error, feeder}) do
+    stop_feeder(feeder)
     flush(os_pid)
     raise error
   end
 
-  defp halt({state, os_pid, pid}) do
+  defp halt({state, os_pid, pid, feeder}) do
+    stop_feeder(feeder)
+
     if state == :running do
       Tether.kill(pid, :sigkill)
       # Its exit waits for the output it left in the pipe to be taken: take it, unread.
@@ -106,6 +127,14 @@ defmodule Tether.Stream do
     end
 
     flush(os_pid)
+  end
+
+  # The input is of no use once the output is not wanted (or the process is gone).
+  defp stop_feeder(nil), do: :ok
+
+  defp stop_feeder(feeder) do
+    Process.unlink(feeder)
+    Process.exit(feeder, :kill)
   end
 
   defp drain_until_down(os_pid) do

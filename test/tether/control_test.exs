@@ -39,6 +39,27 @@ defmodule Tether.ControlTest do
       assert Tether.info(os_pid).stdin_bytes == byte_size(expected)
     end
 
+    test "flush_stdin waits until the queue is in the pipe; errors when it never will be" do
+      {:ok, _, os_pid} = Tether.run(["cat"], [:stdin, :stdout, :monitor, active: :once])
+      # cat cannot write (no credit), so it stops reading: 8 MB stay queued.
+      :ok = Tether.send(os_pid, :binary.copy("x", 8_000_000))
+      assert Tether.flush_stdin(os_pid, 200) == {:error, :timeout}
+      # Let the output flow: cat reads again, and the queue drains.
+      :ok = Tether.activate(os_pid, true)
+      assert Tether.flush_stdin(os_pid, 10_000) == :ok
+      :ok = Tether.send(os_pid, :eof)
+      assert Tether.flush_stdin(os_pid) == {:error, :closed}
+      assert_receive {:DOWN, ^os_pid, _, _, :normal}, 10_000
+
+      # A process that exits without reading what was queued.
+      {:ok, _, os_pid} = Tether.run(["sleep", "0.3"], [:stdin, :monitor])
+      :ok = Tether.send(os_pid, :binary.copy("x", 8_000_000))
+      assert Tether.flush_stdin(os_pid) == {:error, :closed}
+      assert_receive {:DOWN, ^os_pid, _, _, :normal}, 5000
+      assert Tether.flush_stdin(os_pid) == {:error, :no_process}
+      assert_raise ArgumentError, fn -> Tether.flush_stdin(os_pid, :soon) end
+    end
+
     test "{:stdin, path} and {:stdin, :close}" do
       path = Path.join(System.tmp_dir!(), "tether-stdin-#{System.unique_integer([:positive])}")
       File.write!(path, "from a file\n")

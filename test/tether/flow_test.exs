@@ -88,6 +88,22 @@ defmodule Tether.FlowTest do
              |> String.trim() == "100000"
     end
 
+    test "an endless input is read at the command's pace, and stops with it" do
+      {:ok, pulled} = Agent.start_link(fn -> 0 end)
+
+      endless =
+        Stream.repeatedly(fn ->
+          Agent.update(pulled, &(&1 + 1))
+          :binary.copy("x", 1000)
+        end)
+
+      # head reads 100 kB and exits: the rest of the input is never pulled.
+      output = Tether.stream!(["head", "-c", "100000"], input: endless) |> Enum.join()
+      assert byte_size(output) == 100_000
+      # What the pipes and the feed window hold, not the whole (endless) input.
+      assert Agent.get(pulled, & &1) < 5_000
+    end
+
     test "halting early stops the process" do
       parent = self()
 

@@ -20,7 +20,9 @@ mod watchdog;
 
 pub use command::{Command, EnvChange, Group, Input, Output, Pty, Rlimit, StopAction, StopStep};
 pub use nix::errno::Errno;
-pub use reactor::{Bytes, Counters, Listener, Options, Reactor, Stream, Usage, WriteError};
+pub use reactor::{
+    Bytes, Counters, Flushed, Listener, Options, Reactor, Stream, Usage, WriteError,
+};
 pub use registry::{NoProcess, State};
 pub use spawn::SpawnError;
 pub use status::ExitStatus;

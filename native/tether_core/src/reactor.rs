@@ -140,6 +140,10 @@ enum Request {
         rows: u16,
         cols: u16,
     },
+    StdinFlushed {
+        id: u64,
+        flushed: Flushed,
+    },
     Counters {
         id: u64,
         reply: Box<dyn FnOnce(Option<Counters>) + Send>,
@@ -293,6 +297,15 @@ impl Reactor {
         Ok(())
     }
 
+    /// Calls `flushed(true)` on the loop thread once everything written to the child's stdin
+    /// so far is in the pipe, or `flushed(false)` if the pipe closes (or the child exits) first.
+    /// For a producer that must not run ahead of the child.
+    pub fn when_stdin_flushed(&self, os_pid: u32, flushed: Flushed) -> Result<(), WriteError> {
+        let id = self.shared.registry.stdin_id(os_pid, false)?;
+        self.send(Request::StdinFlushed { id, flushed });
+        Ok(())
+    }
+
     /// Sets the size of the child's pseudo-terminal.
     pub fn set_window_size(&self, os_pid: u32, rows: u16, cols: u16) -> Result<(), NoProcess> {
         let id = self.shared.registry.id(os_pid)?;
@@ -383,6 +396,32 @@ struct Stdin {
     eof: bool,
     /// Registered for EPOLLOUT.
     watching: bool,
+    /// Told once the queue is empty (true), or that it never will be (false).
+    flushed: Vec<Flushed>,
+}
+
+/// Tells whether a child's stdin queue was written out (`Reactor::when_stdin_flushed`).
+pub type Flushed = Box<dyn FnOnce(bool) + Send>;
+
+impl Stdin {
+    /// Tells the waiters once nothing is queued.
+    fn notify_if_flushed(&mut self) {
+        if self.queue.is_empty() {
+            for flushed in self.flushed.drain(..) {
+                let _ = catch_unwind(AssertUnwindSafe(|| flushed(true)));
+            }
+        }
+    }
+}
+
+impl Drop for Stdin {
+    /// Closed (or the child gone): what is still queued will never be written.
+    fn drop(&mut self) {
+        let written = self.queue.is_empty();
+        for flushed in self.flushed.drain(..) {
+            let _ = catch_unwind(AssertUnwindSafe(|| flushed(written)));
+        }
+    }
 }
 
 struct Child {
@@ -668,6 +707,17 @@ impl EventLoop {
                     self.guarded(0, Self::start_watchdog);
                 }
             }
+            Request::StdinFlushed { id, flushed } => {
+                match self.children.get_mut(&id).and_then(|c| c.stdin.as_mut()) {
+                    Some(stdin) => {
+                        stdin.flushed.push(flushed);
+                        stdin.notify_if_flushed();
+                    }
+                    None => {
+                        let _ = catch_unwind(AssertUnwindSafe(|| flushed(false)));
+                    }
+                }
+            }
             Request::Counters { id, reply } => {
                 let counters = self.children.get(&id).map(|c| c.counters_now(&self.shared));
                 let _ = catch_unwind(AssertUnwindSafe(|| reply(counters)));
@@ -735,6 +785,7 @@ impl EventLoop {
             offset: 0,
             eof: false,
             watching: false,
+            flushed: Vec::new(),
         });
         let child = Child {
             os_pid: spawned.pid as u32,
@@ -1099,6 +1150,9 @@ impl EventLoop {
                     break;
                 }
             }
+        }
+        if !broken {
+            stdin.notify_if_flushed();
         }
         let done = broken || (stdin.eof && stdin.queue.is_empty());
         if done {

@@ -477,3 +477,41 @@ fn flow_control_holds_output_and_the_exit_until_credit_comes() {
     assert_eq!(total + rest.len(), 3_000_000);
     assert_eq!(status, Some(ExitStatus::Exited(0)));
 }
+
+#[test]
+fn stdin_flushed_is_told_when_the_queue_is_written_or_never_will_be() {
+    let flushed = |os_pid| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        reactor()
+            .when_stdin_flushed(
+                os_pid,
+                Box::new(move |written| {
+                    let _ = tx.send(written);
+                }),
+            )
+            .unwrap();
+        rx
+    };
+    // cat reads everything: the queue drains.
+    let mut command = Command::new(["cat"]);
+    command.stdin = Input::Pipe;
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    reactor()
+        .write(os_pid, Box::new(vec![7u8; 8 << 20]))
+        .unwrap();
+    assert_eq!(flushed(os_pid).recv_timeout(WAIT), Ok(true));
+    reactor().close_stdin(os_pid).unwrap();
+    finish(&rx);
+
+    // sleep reads nothing and exits: what is queued is never written.
+    let mut command = Command::new(["sleep", "0.2"]);
+    command.stdin = Input::Pipe;
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    reactor()
+        .write(os_pid, Box::new(vec![7u8; 8 << 20]))
+        .unwrap();
+    assert_eq!(flushed(os_pid).recv_timeout(WAIT), Ok(false));
+    finish(&rx);
+}

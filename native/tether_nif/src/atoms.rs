@@ -27,6 +27,7 @@ rustler::atoms! {
     tether_exit,
     tether_all_stopped,
     tether_counters,
+    tether_stdin_flushed,
     tether_passive,
     user_time_us,
     system_time_us,

@@ -150,6 +150,28 @@ fn write_result(env: Env, result: Result<(), WriteError>) -> Term {
     }
 }
 
+/// Asks to be told when the child's stdin queue is written out:
+/// `{:tether_stdin_flushed, ref, written?}` reaches `reply_to`.
+#[rustler::nif]
+fn stdin_flushed<'a>(
+    env: Env<'a>,
+    os_pid: u32,
+    reply_to: LocalPid,
+    reference: Term<'a>,
+) -> Term<'a> {
+    let mut saved = rustler::OwnedEnv::new();
+    let reference = saved.save(reference);
+    let result = reactor().when_stdin_flushed(
+        os_pid,
+        Box::new(move |written| {
+            let _ = saved.send_and_clear(&reply_to, |env| {
+                (atoms::tether_stdin_flushed(), reference.load(env), written).encode(env)
+            });
+        }),
+    );
+    write_result(env, result)
+}
+
 #[rustler::nif]
 fn winsz(env: Env, os_pid: u32, rows: u16, cols: u16) -> Term {
     let result = reactor()
