@@ -207,7 +207,7 @@ defmodule Tether.ControlTest do
 
     test ":kill runs a custom stop command with CHILD_PID" do
       {:ok, _, os_pid} =
-        Tether.run("echo ready; sleep 100", [
+        Tether.run("echo ready; exec sleep 100", [
           :monitor,
           :stdout,
           kill: "kill -USR2 $CHILD_PID",
@@ -305,6 +305,19 @@ defmodule Tether.ControlTest do
       assert wait_for_output(os_pid, "40 120", "") =~ "40 120"
       :ok = Tether.send(os_pid, "exit 0\n")
       assert_receive {:DOWN, ^os_pid, _, _, :normal}, 5000
+    end
+
+    test "a pty nobody reads blocks neither the caller nor the event loop" do
+      # Only stdin is ours: the pty's output goes nowhere, and sleep never reads its input, so
+      # the terminal's small input buffer fills at once.
+      {:ok, _, os_pid} = Tether.run(["sleep", "30"], [:pty, :stdin, :monitor, stdout: :null])
+      for _ <- 1..64, do: :ok = Tether.send(os_pid, :binary.copy("x\n", 8192))
+      assert Tether.flush_stdin(os_pid, 100) == {:error, :timeout}
+      # The loop still serves everyone else.
+      {:ok, _, other} = Tether.run(["true"], [:monitor])
+      assert_receive {:DOWN, ^other, :process, _, :normal}, 5000
+      :ok = Tether.kill(os_pid, :sigkill)
+      assert_receive {:DOWN, ^os_pid, :process, _, {:signal, :sigkill, false}}, 5000
     end
 
     test "echo is off unless :pty_echo" do

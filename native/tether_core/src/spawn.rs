@@ -350,12 +350,13 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
         };
     }
     if let Some((master, slave)) = pty {
+        // Our end never blocks, whichever directions we keep (a duplicate shares the flag).
+        sys::set_nonblocking(&master)?;
         // One master for both directions: a duplicate lets stdin and stdout be watched apart.
         if command.stdin == Input::Pipe {
             ours[0] = Some(sys::duplicate(&master)?);
         }
         if command.stdout == Output::Pipe || command.stderr == Output::Pipe {
-            sys::set_nonblocking(&master)?;
             ours[1] = Some(master);
         }
         child_ends.push(slave);
