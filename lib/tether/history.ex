@@ -2,7 +2,8 @@ defmodule Tether.History do
   @moduledoc false
   # Keeps what `Tether.info/1` reports of processes that have exited (their final counters and
   # resource usage), for the last 1,024 exits or so, and the node-wide counters of
-  # `Tether.info/0`. Writers are the Tether.Process of each OS process; the tables are public.
+  # `Tether.info/0`. Writers are the caller of run/2 (the start) and the Tether.Process of each
+  # OS process (the exit); the tables are public.
   use GenServer
 
   @table :tether_history
@@ -24,7 +25,29 @@ defmodule Tether.History do
   @doc false
   def record(os_pid, info) do
     :ets.insert(@table, {os_pid, System.monotonic_time(), info})
+    prune_when_full()
+  end
+
+  defp prune_when_full do
     if :ets.info(@table, :size) > 2 * @keep, do: send(__MODULE__, :prune)
+    :ok
+  end
+
+  @doc false
+  # The record of a start, written by the caller of run/2 once the OS process exists. The
+  # Tether.Process may already have recorded the exit of that same process (a short-lived
+  # command, a busy scheduler): that record is kept. One left by an earlier process with the
+  # same (recycled) os_pid is replaced.
+  def record_start(os_pid, %{pid: pid} = info) do
+    entry = {os_pid, System.monotonic_time(), info}
+
+    recorded? =
+      :ets.insert_new(@table, entry) or
+        :ets.select_replace(@table, [
+          {{os_pid, :_, :"$1"}, [{:"=/=", {:map_get, :pid, :"$1"}, pid}], [{:const, entry}]}
+        ]) > 0
+
+    if recorded?, do: prune_when_full()
     :ok
   end
 

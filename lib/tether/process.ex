@@ -39,27 +39,51 @@ defmodule Tether.Process do
     spawn_options = if spec.link, do: [:link, :monitor], else: [:monitor]
     adopt = Keyword.get(options, :adopt)
 
+    started = %{
+      owner: self(),
+      command: spec.argv,
+      started_at: System.monotonic_time(:millisecond),
+      started_at_wall: DateTime.utc_now()
+    }
+
     {pid, monitor} =
-      :erlang.spawn_opt(__MODULE__, :init, [self(), ref, spec, adopt], spawn_options)
+      :erlang.spawn_opt(__MODULE__, :init, [ref, spec, adopt, started], spawn_options)
 
     receive do
       {:tether_spawned, ^ref, result} ->
         Process.demonitor(monitor, [:flush])
-
-        case result do
-          {:ok, os_pid} -> {:ok, pid, os_pid}
-          {:error, reason} -> {:error, reason}
-        end
+        # Recorded here, before run/2 returns, so that info/1 knows the process even if it
+        # exits before its Tether.Process gets to run.
+        record_spawn(result, pid, spec, started)
 
       {:DOWN, ^monitor, :process, ^pid, _reason} ->
         {:error, :internal}
     end
   end
 
+  defp record_spawn({:ok, os_pid}, pid, spec, started) do
+    Tether.History.record_start(os_pid, Map.merge(started, %{os_pid: os_pid, pid: pid}))
+    Tether.History.count(:spawned)
+    Tether.Trace.event(os_pid, fn -> "Tether spawned #{os_pid}: #{inspect(spec.argv)}" end)
+    {:ok, pid, os_pid}
+  end
+
+  defp record_spawn({:error, reason}, _pid, spec, _started) do
+    Tether.History.count(:spawn_errors)
+
+    Tether.Trace.event(nil, fn ->
+      "Tether could not spawn #{inspect(spec.argv)}: #{inspect(reason)}"
+    end)
+
+    {:error, reason}
+  end
+
   @doc false
-  def init(caller, ref, spec, adopt) do
+  def init(ref, spec, adopt, started) do
+    caller = started.owner
+
     case native_start(caller, ref, spec, adopt) do
-      {:ok, handle} -> await_spawn(caller, spec, handle)
+      {:ok, handle} -> await_spawn(spec, handle, started)
       :badarg -> send(caller, {:tether_spawned, ref, {:error, :badarg}})
     end
   end
@@ -74,22 +98,12 @@ defmodule Tether.Process do
     ArgumentError -> :badarg
   end
 
-  defp await_spawn(caller, spec, handle) do
+  defp await_spawn(spec, handle, started) do
     receive do
       {:tether_spawned, {:ok, os_pid}} ->
-        started = %{
-          owner: caller,
-          command: spec.argv,
-          started_at: System.monotonic_time(:millisecond),
-          started_at_wall: DateTime.utc_now()
-        }
-
         # The os_pid last: readers take its presence to mean that everything is recorded.
         Process.put(@info_key, started)
         Process.put(@os_pid_key, os_pid)
-        Tether.History.record(os_pid, Map.merge(started, %{os_pid: os_pid, pid: self()}))
-        Tether.History.count(:spawned)
-        Tether.Trace.event(os_pid, fn -> "Tether spawned #{os_pid}: #{inspect(spec.argv)}" end)
 
         wait(%{
           os_pid: os_pid,
@@ -99,12 +113,8 @@ defmodule Tether.Process do
           started: started
         })
 
-      {:tether_spawned, {:error, reason}} ->
-        Tether.History.count(:spawn_errors)
-
-        Tether.Trace.event(nil, fn ->
-          "Tether could not spawn #{inspect(spec.argv)}: #{inspect(reason)}"
-        end)
+      {:tether_spawned, {:error, _reason}} ->
+        :ok
     end
   end
 

@@ -155,6 +155,17 @@ defmodule Tether.LifecycleTest do
       end
     end
 
+    test "info/1 knows a process that exited before its Tether.Process ever ran" do
+      {:ok, pid, os_pid} = Tether.run(["true"], [:monitor])
+      # A busy scheduler, made certain: the Tether.Process does not run until after the exit.
+      :erlang.suspend_process(pid)
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+      info = Task.async(fn -> Tether.info(os_pid) end)
+      Process.sleep(100)
+      :erlang.resume_process(pid)
+      assert %{pid: ^pid, status: {:exited, :normal}, command: ["true"]} = Task.await(info)
+    end
+
     test "a process that only looks like one is not mistaken for a Tether.Process" do
       impostor = spawn(fn -> receive do: (_ -> :ok) end)
       assert Tether.os_pid(impostor) == {:error, :no_process}
