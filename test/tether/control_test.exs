@@ -300,9 +300,13 @@ defmodule Tether.ControlTest do
       {:ok, _, os_pid} = Tether.run(["sh", "-i"], [:pty, :stdout, :monitor, env: [{"PS1", "$ "}]])
       :ok = Tether.send(os_pid, "tty; echo $((6 * 7))\n")
       assert wait_for_output(os_pid, "42", "") =~ "/dev/pts/"
-      :ok = Tether.winsz(os_pid, 40, 120)
-      :ok = Tether.send(os_pid, "stty size\n")
-      assert wait_for_output(os_pid, "40 120", "") =~ "40 120"
+      # A size change is in effect for whatever is sent after it.
+      for {rows, cols} <- [{40, 120}, {50, 100}, {30, 90}, {41, 121}] do
+        :ok = Tether.winsz(os_pid, rows, cols)
+        :ok = Tether.send(os_pid, "stty size\n")
+        assert wait_for_output(os_pid, "#{rows} #{cols}", "") =~ "#{rows} #{cols}"
+      end
+
       :ok = Tether.send(os_pid, "exit 0\n")
       assert_receive {:DOWN, ^os_pid, _, _, :normal}, 5000
     end
@@ -312,6 +316,7 @@ defmodule Tether.ControlTest do
       # the terminal's small input buffer fills at once.
       {:ok, _, os_pid} = Tether.run(["sleep", "30"], [:pty, :stdin, :monitor, stdout: :null])
       for _ <- 1..64, do: :ok = Tether.send(os_pid, :binary.copy("x\n", 8192))
+      assert Tether.winsz(os_pid, 10, 10) == :ok
       assert Tether.flush_stdin(os_pid, 100) == {:error, :timeout}
       # The loop still serves everyone else.
       {:ok, _, other} = Tether.run(["true"], [:monitor])

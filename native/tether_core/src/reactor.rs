@@ -135,11 +135,6 @@ enum Request {
     CloseStdin {
         id: u64,
     },
-    WindowSize {
-        id: u64,
-        rows: u16,
-        cols: u16,
-    },
     StdinFlushed {
         id: u64,
         flushed: Flushed,
@@ -306,11 +301,10 @@ impl Reactor {
         Ok(())
     }
 
-    /// Sets the size of the child's pseudo-terminal.
+    /// Sets the size of the child's pseudo-terminal (no-op without one), before returning: a
+    /// write that follows sees the new size.
     pub fn set_window_size(&self, os_pid: u32, rows: u16, cols: u16) -> Result<(), NoProcess> {
-        let id = self.shared.registry.id(os_pid)?;
-        self.send(Request::WindowSize { id, rows, cols });
-        Ok(())
+        self.shared.registry.set_window_size(os_pid, rows, cols)
     }
 
     /// Asks for the byte counters of a child; `reply` runs on the loop thread.
@@ -430,8 +424,9 @@ struct Child {
     pidfd: OwnedFd,
     pipes: Vec<Pipe>,
     stdin: Option<Stdin>,
-    /// With a pty: the master, for the window size.
-    pty: Option<RawFd>,
+    /// With a pty: the master, for the window size (its number is in the registry, which
+    /// forgets it before this closes).
+    terminal: Option<OwnedFd>,
     listener: Box<dyn Listener>,
     stop: Vec<StopStep>,
     /// The step a stop runs next (after the one in progress).
@@ -694,11 +689,6 @@ impl EventLoop {
                 }
                 this.flush_stdin(id);
             }),
-            Request::WindowSize { id, rows, cols } => {
-                if let Some(fd) = self.children.get(&id).and_then(|c| c.pty) {
-                    let _ = sys::set_window_size(fd, rows, cols);
-                }
-            }
             Request::Activate { id, stream, credit } => {
                 self.guarded(id, |this| this.activate(id, stream, credit))
             }
@@ -747,9 +737,6 @@ impl EventLoop {
             Ok(spawned) => spawned,
             Err(error) => return listener.spawned(Err(error)),
         };
-        let pty = command
-            .pty
-            .and(spawned.stdout.as_ref().map(|fd| fd.as_raw_fd()));
         let mut pipes = Vec::new();
         for (fd, stream, kind, credit) in [
             (
@@ -793,7 +780,7 @@ impl EventLoop {
             pidfd: spawned.pidfd,
             pipes,
             stdin,
-            pty,
+            terminal: spawned.terminal,
             listener,
             stop: command.stop_sequence(),
             next_step: 0,
@@ -831,7 +818,7 @@ impl EventLoop {
             pidfd,
             pipes: Vec::new(),
             stdin: None,
-            pty: None,
+            terminal: None,
             listener,
             stop: command.stop_sequence(),
             next_step: 0,
@@ -866,6 +853,7 @@ impl EventLoop {
                     stopping: false,
                     stdin: child.stdin.is_some(),
                     stdin_fd: child.stdin.as_ref().map(|s| s.fd.as_raw_fd()),
+                    terminal_fd: child.terminal.as_ref().map(|t| t.as_raw_fd()),
                     stdin_queued: 0,
                     stdin_direct_bytes: 0,
                     exited: false,

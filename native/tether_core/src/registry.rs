@@ -40,6 +40,8 @@ pub(crate) struct Entry {
     /// The pipe itself while the event loop keeps it open: callers write to it directly when
     /// nothing is queued before them.
     pub stdin_fd: Option<RawFd>,
+    /// With a pty: the master, open until the entry is removed.
+    pub terminal_fd: Option<RawFd>,
     /// Writes handed to the event loop and not yet fully written.
     pub stdin_queued: usize,
     /// Bytes written directly by callers (the event loop counts the rest).
@@ -146,6 +148,16 @@ impl Registry {
         }
         entry.stdin_queued += 1;
         Ok(Some((entry.id, written)))
+    }
+
+    /// Sets the window size of the child's pty, if it has one.
+    pub fn set_window_size(&self, os_pid: u32, rows: u16, cols: u16) -> Result<(), NoProcess> {
+        let children = self.lock();
+        let entry = live(children.get(&os_pid))?;
+        if let Some(fd) = entry.terminal_fd {
+            let _ = sys::set_window_size(fd, rows, cols);
+        }
+        Ok(())
     }
 
     /// The event loop finished (or dropped) one queued write.

@@ -71,6 +71,8 @@ pub struct Spawned {
     /// Our (non-blocking) read end of the child's stdout (the pty master with a pty).
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// With a pty: the master, for window size changes whatever else we keep of it.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Memory the child runs on between `clone` and `execve`. Reused by every spawn of a thread.
@@ -287,6 +289,7 @@ struct Stdio {
     targets: [RawFd; 3],
     controlling_tty: RawFd,
     ours: [Option<OwnedFd>; 3],
+    terminal: Option<OwnedFd>,
     _child_ends: Vec<OwnedFd>,
 }
 
@@ -307,6 +310,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
         raw
     };
     let pty = command.pty.map(sys::open_pty).transpose()?;
+    let mut terminal = None;
     let slave = pty.as_ref().map(|(_, slave)| slave.as_raw_fd());
 
     let stdin = match &command.stdin {
@@ -352,6 +356,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
     if let Some((master, slave)) = pty {
         // Our end never blocks, whichever directions we keep (a duplicate shares the flag).
         sys::set_nonblocking(&master)?;
+        terminal = Some(sys::duplicate(&master)?);
         // One master for both directions: a duplicate lets stdin and stdout be watched apart.
         if command.stdin == Input::Pipe {
             ours[0] = Some(sys::duplicate(&master)?);
@@ -365,6 +370,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
         targets: [stdin, outputs[0], outputs[1]],
         controlling_tty: slave.unwrap_or(CLOSE),
         ours,
+        terminal,
         _child_ends: child_ends,
     })
 }
@@ -466,6 +472,7 @@ pub fn spawn(
     let (pid, pidfd) = clone_child(&context, stack)?;
     // The child's ends close when `stdio` drops; ours are returned.
     let [stdin, stdout, stderr] = stdio.ours;
+    let terminal = stdio.terminal;
     match context.error.load(Ordering::SeqCst) {
         0 => Ok(Spawned {
             pid,
@@ -473,6 +480,7 @@ pub fn spawn(
             stdin,
             stdout,
             stderr,
+            terminal,
         }),
         errno => {
             // The child has already exited (vfork semantics): reap it so no zombie stays.
