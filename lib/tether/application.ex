@@ -20,7 +20,15 @@ defmodule Tether.Application do
       # The watchdog kills every child group when the VM dies; it starts here, with the
       # configured program (the NIF may have loaded before the application's env was set).
       watchdog = Tether.Config.watchdog_path(Tether.Native.native_dir())
-      :ok = Tether.Native.configure(config.max_children, config.read_chunk, watchdog)
+
+      :ok =
+        Tether.Native.configure(
+          config.max_children,
+          config.read_chunk,
+          config.busy_poll_us,
+          watchdog
+        )
+
       children = [Tether.History, Tether.Exec.Server]
       Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
     else

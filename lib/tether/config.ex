@@ -9,7 +9,9 @@ defmodule Tether.Config do
         watchdog_path: nil,       # the tether_watchdog program (default: the one in priv/native);
                                   # read when the application first starts in a VM
         pipe_size: 1_048_576,     # bytes asked for each output pipe (0: the kernel's default)
-        read_chunk: 1_048_576     # the largest chunk read at once, so the largest message
+        read_chunk: 1_048_576,    # the largest chunk read at once, so the largest message
+        busy_poll_us: 50          # after events, the native loop polls this long before it
+                                  # sleeps (0..10_000; 0: never): CPU for lower latency
 
   A bad value fails the application start with a message naming the key and the accepted
   values. For migration, the `config :erlexec` keys that map are honoured (`max_children`,
@@ -25,7 +27,8 @@ defmodule Tether.Config do
     debug: false,
     watchdog_path: nil,
     pipe_size: 1_048_576,
-    read_chunk: 1_048_576
+    read_chunk: 1_048_576,
+    busy_poll_us: 50
   ]
 
   @levels [:debug, :info, :notice, :warning, :error]
@@ -114,6 +117,7 @@ defmodule Tether.Config do
 
   defp valid?(:pipe_size, n), do: is_integer(n) and n >= 0 and n <= 64 * 1024 * 1024
   defp valid?(:read_chunk, n), do: is_integer(n) and n >= 1024 and n <= 16 * 1024 * 1024
+  defp valid?(:busy_poll_us, n), do: is_integer(n) and n >= 0 and n <= 10_000
 
   defp message(key, value) do
     accepted =
@@ -124,6 +128,7 @@ defmodule Tether.Config do
         :watchdog_path -> "nil or the path of an existing file"
         :pipe_size -> "bytes from 0 to 67108864"
         :read_chunk -> "bytes from 1024 to 16777216"
+        :busy_poll_us -> "microseconds from 0 to 10000"
       end
 
     "invalid value for config :tether, #{inspect(key)}: #{inspect(value)} (expected #{accepted})"

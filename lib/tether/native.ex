@@ -32,7 +32,7 @@ defmodule Tether.Native do
   def winsz(_os_pid, _rows, _cols), do: err()
   def counters(_os_pid, _reply_to, _ref), do: err()
   def rlimit_known(_name), do: err()
-  def configure(_max_children, _read_chunk, _watchdog_path), do: err()
+  def configure(_max_children, _read_chunk, _busy_poll_us, _watchdog_path), do: err()
   def count(), do: err()
   def activate(_os_pid, _stream, _credit), do: err()
   def stop(_os_pid), do: err()

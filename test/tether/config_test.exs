@@ -95,13 +95,38 @@ defmodule Tether.ConfigTest do
     end)
   end
 
+  test "busy_poll_us: polling without sleeping keeps I/O and timers working" do
+    for busy_poll <- [0, 10_000] do
+      with_config([busy_poll_us: busy_poll], fn ->
+        start!()
+        {:ok, _, cat} = Tether.run(["cat"], [:stdin, :stdout, :monitor])
+
+        for i <- 1..50 do
+          :ok = Tether.send(cat, "#{i}\n")
+          expected = "#{i}\n"
+          assert_receive {:stdout, ^cat, ^expected}, 5000
+        end
+
+        # A stop step's deadline still fires while the loop polls.
+        {:ok, _, stubborn} =
+          Tether.run([script("ignore_term.sh")], [:stdout, :monitor, kill_timeout: 0.2])
+
+        assert first_line(stubborn) == "ready"
+        :ok = Tether.stop(stubborn)
+        assert_receive {:DOWN, ^stubborn, _, _, {:signal, :sigkill, false}}, 5000
+        Tether.kill(cat, :sigkill)
+      end)
+    end
+  end
+
   test "bad values fail the application start, naming the key and the accepted values" do
     for {key, value, expected} <- [
           {:max_children, -1, "a positive integer"},
           {:kill_timeout, :soon, "seconds"},
           {:debug, :loud, "Logger level"},
           {:watchdog_path, "/nonexistent/watchdog", "existing file"},
-          {:read_chunk, 10, "bytes from 1024"}
+          {:read_chunk, 10, "bytes from 1024"},
+          {:busy_poll_us, -1, "microseconds from 0"}
         ] do
       with_config([{key, value}], fn ->
         assert {:error, reason} = Application.start(:tether)

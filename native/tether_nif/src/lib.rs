@@ -236,8 +236,14 @@ fn rlimit_known(name: String) -> bool {
 
 /// Sets the runtime limits (from `config :tether`) and starts the watchdog program.
 #[rustler::nif]
-fn configure(max_children: usize, read_chunk: usize, watchdog: Option<rustler::Binary>) -> Atom {
-    reactor().configure(max_children, read_chunk);
+fn configure(
+    max_children: usize,
+    read_chunk: usize,
+    busy_poll_us: u64,
+    watchdog: Option<rustler::Binary>,
+) -> Atom {
+    let busy_poll = std::time::Duration::from_micros(busy_poll_us);
+    reactor().configure(max_children, read_chunk, busy_poll);
     if let Some(path) = watchdog {
         reactor().set_watchdog(path.as_slice().to_vec());
     }
