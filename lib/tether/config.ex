@@ -10,7 +10,7 @@ defmodule Tether.Config do
                                   # read when the application first starts in a VM
         pipe_size: 1_048_576,     # bytes asked for each output pipe (0: the kernel's default)
         read_chunk: 1_048_576,    # the largest chunk read at once, so the largest message
-        busy_poll_us: 50          # after events, the native loop polls this long before it
+        busy_poll_us: 50          # after pipe traffic, the native loop polls this long before it
                                   # sleeps (0..10_000; 0: never): CPU for lower latency
 
   A bad value fails the application start with a message naming the key and the accepted

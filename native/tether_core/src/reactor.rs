@@ -163,7 +163,7 @@ struct Shared {
     max_children: AtomicUsize,
     /// Largest single read from a pipe.
     read_chunk: AtomicUsize,
-    /// After events, keep polling (without sleeping) this many µs before blocking.
+    /// After pipe traffic, keep polling (without sleeping) this many µs before blocking.
     busy_poll_us: AtomicU64,
 }
 
@@ -332,12 +332,12 @@ impl Reactor {
     }
 
     /// Sets the runtime limits: the most children at once, the largest read from a pipe
-    /// (1 KiB to 16 MiB), and how long the loop keeps polling after events before it sleeps
-    /// (at most 10 ms; 0: never). Applies from the loop's next wake-up.
+    /// (1 KiB to 16 MiB), and how long the loop keeps polling after pipe traffic before it
+    /// sleeps (at most 10 ms; 0: never). Applies from the loop's next wake-up.
     ///
     /// Busy polling trades CPU for latency: a thread woken from sleep costs 10–40 µs on a
-    /// virtual machine, a round trip (a reply to what was just written, an exit right after
-    /// a signal) often comes back sooner than that.
+    /// virtual machine, and the reply to what a child just wrote or read often comes back
+    /// sooner than that.
     pub fn configure(&self, max_children: usize, read_chunk: usize, busy_poll: Duration) {
         self.shared
             .max_children
@@ -591,10 +591,12 @@ impl EventLoop {
                     timeout,
                 )
             };
-            if n > 0 {
-                last_event = Instant::now();
-            }
             for event in events.iter().take(n.max(0) as usize) {
+                // Only pipe traffic starts a busy poll: that is where replies come back fast
+                // (not after a spawn or an exit, when it would only take a core from children).
+                if event.u64 > WATCHDOG_STDIN_TOKEN && event.u64 & 3 != KIND_EXIT {
+                    last_event = Instant::now();
+                }
                 let token = event.u64;
                 self.guarded(token >> 2, |this| this.dispatch(token));
             }
