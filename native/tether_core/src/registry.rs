@@ -105,13 +105,7 @@ impl Registry {
     /// The id of a child whose stdin is open; with `close`, marks it closed from now on.
     pub fn stdin_id(&self, os_pid: u32, close: bool) -> Result<u64, WriteError> {
         let mut children = self.lock();
-        let entry = children
-            .get_mut(&os_pid)
-            .filter(|e| !e.exited)
-            .ok_or(WriteError::NoProcess)?;
-        if !entry.stdin {
-            return Err(WriteError::Closed);
-        }
+        let entry = with_open_stdin(children.get_mut(&os_pid))?;
         entry.stdin = !close;
         Ok(entry.id)
     }
@@ -129,13 +123,7 @@ impl Registry {
         direct_max: usize,
     ) -> Result<Option<(u64, usize)>, WriteError> {
         let mut children = self.lock();
-        let entry = children
-            .get_mut(&os_pid)
-            .filter(|e| !e.exited)
-            .ok_or(WriteError::NoProcess)?;
-        if !entry.stdin {
-            return Err(WriteError::Closed);
-        }
+        let entry = with_open_stdin(children.get_mut(&os_pid))?;
         let mut written = 0;
         if let (Some(fd), 0, true) = (entry.stdin_fd, entry.stdin_queued, data.len() <= direct_max)
         {
@@ -237,6 +225,16 @@ impl Registry {
         let reaped = reap();
         children.remove(&os_pid);
         reaped
+    }
+}
+
+/// The entry of a process that has not exited and whose stdin is open.
+fn with_open_stdin(entry: Option<&mut Entry>) -> Result<&mut Entry, WriteError> {
+    let entry = entry.filter(|e| !e.exited).ok_or(WriteError::NoProcess)?;
+    if entry.stdin {
+        Ok(entry)
+    } else {
+        Err(WriteError::Closed)
     }
 }
 

@@ -492,26 +492,25 @@ fn stdin_flushed_is_told_when_the_queue_is_written_or_never_will_be() {
             .unwrap();
         rx
     };
+    // Starts `argv` with 8 MiB queued for its stdin.
+    let fed = |argv: &[&str]| {
+        let mut command = Command::new(argv.iter().copied());
+        command.stdin = Input::Pipe;
+        let (result, rx) = start(command);
+        let os_pid = result.unwrap();
+        reactor()
+            .write(os_pid, Box::new(vec![7u8; 8 << 20]))
+            .unwrap();
+        (os_pid, rx)
+    };
     // cat reads everything: the queue drains.
-    let mut command = Command::new(["cat"]);
-    command.stdin = Input::Pipe;
-    let (result, rx) = start(command);
-    let os_pid = result.unwrap();
-    reactor()
-        .write(os_pid, Box::new(vec![7u8; 8 << 20]))
-        .unwrap();
+    let (os_pid, rx) = fed(&["cat"]);
     assert_eq!(flushed(os_pid).recv_timeout(WAIT), Ok(true));
     reactor().close_stdin(os_pid).unwrap();
     finish(&rx);
 
     // sleep reads nothing and exits: what is queued is never written.
-    let mut command = Command::new(["sleep", "0.2"]);
-    command.stdin = Input::Pipe;
-    let (result, rx) = start(command);
-    let os_pid = result.unwrap();
-    reactor()
-        .write(os_pid, Box::new(vec![7u8; 8 << 20]))
-        .unwrap();
+    let (os_pid, rx) = fed(&["sleep", "0.2"]);
     assert_eq!(flushed(os_pid).recv_timeout(WAIT), Ok(false));
     finish(&rx);
 }
