@@ -350,8 +350,16 @@ defmodule Tether do
         {:ok, info} -> info
         :error -> exited_info(os_pid)
       end
+      |> with_wall_clock()
     end
   end
+
+  defp with_wall_clock(%{started_at: started_at} = info) do
+    wall = DateTime.from_unix!(started_at + System.time_offset(:millisecond), :millisecond)
+    Map.put(info, :started_at_wall, wall)
+  end
+
+  defp with_wall_clock(other), do: other
 
   # The :DOWN can arrive before the Tether.Process has recorded the exit: it exits right after
   # recording, so wait for that.

@@ -42,8 +42,9 @@ defmodule Tether.Process do
     started = %{
       owner: self(),
       command: spec.argv,
-      started_at: System.monotonic_time(:millisecond),
-      started_at_wall: DateTime.utc_now()
+      # Monotonic only: info/1 derives the wall clock time (a DateTime would double what a
+      # long-running child costs in memory).
+      started_at: System.monotonic_time(:millisecond)
     }
 
     {pid, monitor} =

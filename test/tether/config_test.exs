@@ -174,9 +174,11 @@ defmodule Tether.ConfigTest do
     live = Tether.info(os_pid)
     assert live.status == :running and live.command == ["python3", "-c", burn]
     assert live.owner == self() and is_integer(live.started_at)
+    assert abs(DateTime.diff(live.started_at_wall, DateTime.utc_now(), :second)) <= 5
     assert_receive {:DOWN, ^os_pid, _, _, :normal}, 10_000
     info = Tether.info(os_pid)
     assert info.status == {:exited, :normal}
+    assert info.started_at_wall == live.started_at_wall
     assert info.user_time_us >= 150_000, inspect(info)
     assert info.max_rss > 0
     after_run = Tether.info()
