@@ -122,6 +122,8 @@ enum Request {
     },
     Stop {
         id: u64,
+        /// The caller took the first step of the stop sequence itself.
+        first_step_done: bool,
     },
     StopAll {
         done: Callback,
@@ -259,13 +261,21 @@ impl Reactor {
 
     /// Stops child `id` (no-op once it has exited) by running its stop sequence.
     pub fn stop(&self, id: u64) {
-        self.send(Request::Stop { id });
+        self.send(Request::Stop {
+            id,
+            first_step_done: false,
+        });
     }
 
-    /// Like [`Reactor::stop`], by os_pid.
+    /// Like [`Reactor::stop`], by os_pid. A first step that is a signal is sent from the
+    /// calling thread: stopping many children then does not queue up behind the loop.
     pub fn stop_os_pid(&self, os_pid: u32) -> Result<(), NoProcess> {
-        let id = self.shared.registry.begin_stop(os_pid)?;
-        self.stop(id);
+        if let Some((id, first_step_done)) = self.shared.registry.begin_stop(os_pid)? {
+            self.send(Request::Stop {
+                id,
+                first_step_done,
+            });
+        }
         Ok(())
     }
 
@@ -675,7 +685,10 @@ impl EventLoop {
                 listener,
                 tag,
             } => self.guarded(id, |this| this.adopt(id, pid, &command, listener, tag)),
-            Request::Stop { id } => self.guarded(id, |this| this.begin_stop(id)),
+            Request::Stop {
+                id,
+                first_step_done,
+            } => self.guarded(id, |this| this.begin_stop(id, first_step_done)),
             Request::StopAll { done } => {
                 let ids: Vec<u64> = self
                     .children
@@ -684,7 +697,7 @@ impl EventLoop {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
-                    self.guarded(id, |this| this.begin_stop(id));
+                    self.guarded(id, |this| this.begin_stop(id, false));
                 }
                 self.stop_all_waiters.push(done);
                 self.notify_if_idle();
@@ -873,6 +886,10 @@ impl EventLoop {
                     signal_group: child.signal_group,
                     stopping: false,
                     stdin: child.stdin.is_some(),
+                    first_stop_signal: match child.stop.first().map(|step| &step.action) {
+                        Some(StopAction::Signal(signal)) => Some(*signal),
+                        _ => None,
+                    },
                     stdin_fd: child.stdin.as_ref().map(|s| s.fd.as_raw_fd()),
                     terminal_fd: child.terminal.as_ref().map(|t| t.as_raw_fd()),
                     stdin_queued: 0,
@@ -897,7 +914,7 @@ impl EventLoop {
 
     // ── Stopping ─────────────────────────────────────────────────────────────────────────────
 
-    fn begin_stop(&mut self, id: u64) {
+    fn begin_stop(&mut self, id: u64, first_step_done: bool) {
         let Some(child) = self.children.get_mut(&id) else {
             return;
         };
@@ -915,7 +932,24 @@ impl EventLoop {
         }
         child.stopping = true;
         self.shared.registry.mark_stopping(child.os_pid);
+        if first_step_done {
+            // The caller sent the first signal: wait as that step says, then go on.
+            child.next_step = 1;
+            let wait = child.stop.first().map_or(Duration::ZERO, |step| step.wait);
+            if !wait.is_zero() {
+                return self.arm_stop_deadline(id, wait);
+            }
+        }
         self.run_stop_steps(id);
+    }
+
+    fn arm_stop_deadline(&mut self, id: u64, wait: Duration) {
+        if let (Some(at), Some(child)) =
+            (Instant::now().checked_add(wait), self.children.get_mut(&id))
+        {
+            child.stop_deadline = Some(at);
+            self.timers.insert((at, id, Timer::StopStep));
+        }
     }
 
     /// Runs stop steps from the next one until one has a wait (then arms its deadline).
@@ -944,14 +978,7 @@ impl EventLoop {
             if step.wait.is_zero() {
                 continue;
             }
-            if let (Some(at), Some(child)) = (
-                Instant::now().checked_add(step.wait),
-                self.children.get_mut(&id),
-            ) {
-                child.stop_deadline = Some(at);
-                self.timers.insert((at, id, Timer::StopStep));
-            }
-            return;
+            return self.arm_stop_deadline(id, step.wait);
         }
     }
 
@@ -995,7 +1022,7 @@ impl EventLoop {
         };
         let due = child.last_output + idle;
         if due <= now {
-            self.begin_stop(id);
+            self.begin_stop(id, false);
         } else {
             child.idle_deadline = Some(due);
             self.timers.insert((due, id, Timer::Idle));
@@ -1126,7 +1153,7 @@ impl EventLoop {
         child.last_output = Instant::now();
         let total = child.counters.stdout_bytes + child.counters.stderr_bytes;
         if child.max_output.is_some_and(|max| total > max) {
-            self.begin_stop(id);
+            self.begin_stop(id, false);
         }
     }
 
@@ -1195,8 +1222,9 @@ impl EventLoop {
         }
         let (pid, pidfd, adopted) = (child.pid, child.pidfd.as_raw_fd(), child.adopted);
         // Only a group the child leads: a joined group is not ours to empty.
-        let kill_rest_of_group =
-            child.stopping && child.leads_group && child.signal_group.is_some();
+        // A caller may have begun the stop (registry) before the loop heard of it.
+        let stopping = child.stopping || self.shared.registry.stopping(child.os_pid);
+        let kill_rest_of_group = stopping && child.leads_group && child.signal_group.is_some();
         let state = if adopted {
             // Not our child: the pidfd turning readable is all we can know.
             sys::ExitState::Lost

@@ -35,6 +35,8 @@ pub(crate) struct Entry {
     /// The group that kill addresses, or `None` to signal the child alone.
     pub signal_group: Option<i32>,
     pub stopping: bool,
+    /// The first step of its stop sequence, when that is a signal (callers send it).
+    pub first_stop_signal: Option<i32>,
     /// The child has a stdin pipe that is not closed yet.
     pub stdin: bool,
     /// The pipe itself while the event loop keeps it open: callers write to it directly when
@@ -65,11 +67,7 @@ impl Registry {
     /// Sends `signal` to the child (to its whole process group when it leads one).
     pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
         let children = self.lock();
-        let entry = live(children.get(&os_pid))?;
-        let _ = match entry.signal_group {
-            Some(pgid) => sys::killpg(pgid, signal),
-            None => sys::pidfd_send_signal(entry.pidfd, signal),
-        };
+        signal_entry(live(children.get(&os_pid))?, signal);
         Ok(())
     }
 
@@ -86,15 +84,33 @@ impl Registry {
         })
     }
 
-    /// Marks the child as stopping and returns its id for the event loop.
-    pub fn begin_stop(&self, os_pid: u32) -> Result<u64, NoProcess> {
+    /// Marks the child as stopping and, when its stop sequence starts with a signal, sends it
+    /// from the calling thread (the event loop then only waits out that step). Returns the id
+    /// for the event loop and whether the first step was taken; `None` if a stop is already
+    /// under way.
+    pub fn begin_stop(&self, os_pid: u32) -> Result<Option<(u64, bool)>, NoProcess> {
         let mut children = self.lock();
         let entry = children
             .get_mut(&os_pid)
             .filter(|e| !e.exited)
             .ok_or(NoProcess)?;
+        if entry.stopping {
+            return Ok(None);
+        }
         entry.stopping = true;
-        Ok(entry.id)
+        if let Some(signal) = entry.first_stop_signal {
+            signal_entry(entry, signal);
+            if signal != libc::SIGKILL && signal != libc::SIGCONT {
+                // A job-control stopped child acts on the signal only once continued.
+                signal_entry(entry, libc::SIGCONT);
+            }
+        }
+        Ok(Some((entry.id, entry.first_stop_signal.is_some())))
+    }
+
+    /// Whether a stop of the child was asked for.
+    pub(crate) fn stopping(&self, os_pid: u32) -> bool {
+        self.lock().get(&os_pid).is_some_and(|e| e.stopping)
     }
 
     /// The reactor's id of a live child.
@@ -236,6 +252,14 @@ fn with_open_stdin(entry: Option<&mut Entry>) -> Result<&mut Entry, WriteError> 
     } else {
         Err(WriteError::Closed)
     }
+}
+
+/// Signals a live child's group when it leads one, else the child itself. Under the lock.
+fn signal_entry(entry: &Entry, signal: i32) {
+    let _ = match entry.signal_group {
+        Some(pgid) => sys::killpg(pgid, signal),
+        None => sys::pidfd_send_signal(entry.pidfd, signal),
+    };
 }
 
 /// The entry of a process that has not exited.
