@@ -37,13 +37,19 @@ defmodule Bench do
     now_us() - t
   end
 
-  # Interleaved batches, so that drift on a shared machine hits every contender alike.
+  # Interleaved batches of 20, so that drift on a shared machine hits every contender alike.
+  # A contender is a fun returning one sample, or a fun of the batch size returning a batch.
   def spawn_latency(runs, contenders) do
     batches = max(div(runs, 20), 1)
 
+    batch = fn
+      fun when is_function(fun, 1) -> fun.(20)
+      fun -> Enum.map(1..20, fn _ -> fun.() end)
+    end
+
     Enum.reduce(1..batches, Map.new(contenders, &{elem(&1, 0), []}), fn _, acc ->
       Enum.reduce(contenders, acc, fn {name, fun}, acc ->
-        Map.update!(acc, name, &(Enum.map(1..20, fn _ -> fun.() end) ++ &1))
+        Map.update!(acc, name, &(batch.(fun) ++ &1))
       end)
     end)
     |> Map.new(fn {name, samples} -> {name, stats(samples)} end)
@@ -360,15 +366,22 @@ Bench.spawn_latency(40, tether: &Bench.tether_spawn/0, port: &Bench.port_spawn/0
 
 IO.puts("· spawn latency")
 
+# The floor runs in the same interleaved batches: the Rust program times each spawn itself
+# and prints every sample (the first, its own warm-up, is dropped).
+floor_spawn = fn count ->
+  {out, 0} = System.cmd(floor, ["spawn", "#{count + 1}", "--samples"])
+  out |> String.split() |> tl() |> Enum.map(&String.to_float/1)
+end
+
 small =
   Bench.spawn_latency(runs,
     tether: &Bench.tether_spawn/0,
     port: &Bench.port_spawn/0,
-    system_cmd: &Bench.system_cmd_spawn/0
+    system_cmd: &Bench.system_cmd_spawn/0,
+    floor: floor_spawn
   )
 
-{out, 0} = System.cmd(floor, ["spawn", "#{runs}"])
-[floor_median, floor_p99] = out |> String.split() |> Enum.map(&String.to_float/1)
+%{median: floor_median, p99: floor_p99} = small.floor
 
 IO.puts("· spawn latency with 2 GiB of binaries live")
 big = for _ <- 1..2048, do: :binary.copy(<<7>>, 1_048_576)

@@ -1,6 +1,7 @@
 //! The floors that `bench/run.exs` compares Tether with, measured in plain Rust with no BEAM:
 //!
-//! - `tether_bench spawn N`: N × (spawn `/bin/true`, wait); prints `median_us p99_us`.
+//! - `tether_bench spawn N [--samples]`: N × (spawn `/bin/true`, wait); prints `median_us p99_us`,
+//!   or with `--samples` every sample in µs, in order.
 //! - `tether_bench read PROGRAM ARGS…`: runs the producer with its stdout on a 1 MiB pipe and
 //!   reads it with 1 MiB reads until EOF; prints `bytes seconds`.
 
@@ -9,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-fn spawn(runs: usize) {
+fn spawn(runs: usize, print_samples: bool) {
     let mut samples: Vec<u128> = (0..runs)
         .map(|_| {
             let started = Instant::now();
@@ -18,6 +19,12 @@ fn spawn(runs: usize) {
             started.elapsed().as_nanos()
         })
         .collect();
+    if print_samples {
+        for sample in &samples {
+            println!("{:.1}", *sample as f64 / 1000.0);
+        }
+        return;
+    }
     samples.sort_unstable();
     let median = samples[samples.len() / 2];
     let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
@@ -51,10 +58,15 @@ fn read(program: &str, args: &[String]) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("spawn") => spawn(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        Some("spawn") => spawn(
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000),
+            args.get(2).map(String::as_str) == Some("--samples"),
+        ),
         Some("read") if args.len() > 1 => read(&args[1], &args[2..]),
         _ => {
-            eprintln!("usage: tether_bench spawn N | tether_bench read PROGRAM ARGS...");
+            eprintln!(
+                "usage: tether_bench spawn N [--samples] | tether_bench read PROGRAM ARGS..."
+            );
             std::process::exit(2);
         }
     }
