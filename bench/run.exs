@@ -65,9 +65,7 @@ defmodule Bench do
       Enum.map(contenders, fn {name, fun} -> {name, fun.(:measure)} end)
     end)
     |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
-    |> Map.new(fn {name, results} ->
-      {name, Enum.at(Enum.sort(results), div(length(results), 2))}
-    end)
+    |> Map.new(fn {name, results} -> {name, stats(results).median} end)
   end
 
   # ── Throughput ───────────────────────────────────────────────────────────────────────────
@@ -271,7 +269,6 @@ defmodule Bench do
   # ── Many children ────────────────────────────────────────────────────────────────────────
 
   def tether_many(n) do
-    Enum.each(Process.list(), &:erlang.garbage_collect/1)
     memory = beam_memory()
 
     {start_us, pids} =
@@ -280,8 +277,7 @@ defmodule Bench do
     # Steady state: a Tether.Process hibernates once it has waited 100 ms.
     Process.sleep(200)
 
-    Enum.each(Process.list(), &:erlang.garbage_collect/1)
-    per_child = Map.new(beam_memory(), fn {kind, bytes} -> {kind, (bytes - memory[kind]) / n} end)
+    per_child = per_child(memory, n)
 
     {stop_us, _} =
       :timer.tc(fn ->
@@ -294,7 +290,6 @@ defmodule Bench do
 
   def port_many(n) do
     sleep = System.find_executable("sleep")
-    Enum.each(Process.list(), &:erlang.garbage_collect/1)
     memory = beam_memory()
 
     {start_us, ports} =
@@ -302,8 +297,7 @@ defmodule Bench do
         for _ <- 1..n, do: Port.open({:spawn_executable, sleep}, [:exit_status, args: ["1000"]])
       end)
 
-    Enum.each(Process.list(), &:erlang.garbage_collect/1)
-    per_child = Map.new(beam_memory(), fn {kind, bytes} -> {kind, (bytes - memory[kind]) / n} end)
+    per_child = per_child(memory, n)
     os_pids = for port <- ports, do: elem(Port.info(port, :os_pid), 1)
 
     # A Port cannot stop its program: signal every one, then wait for every exit status.
@@ -322,6 +316,10 @@ defmodule Bench do
   # What a child costs the BEAM: `:processes_ets` (its processes and ETS records) and `:all`
   # (everything but binaries and code: also ports, NIF resources, monitors). Binaries are left
   # out because earlier rows' are released asynchronously.
+  defp per_child(before, n) do
+    Map.new(beam_memory(), fn {kind, bytes} -> {kind, (bytes - before[kind]) / n} end)
+  end
+
   defp beam_memory do
     Enum.each(Process.list(), &:erlang.garbage_collect/1)
     memory = Map.new(:erlang.memory())

@@ -67,11 +67,8 @@ defmodule Tether.Stream do
     # At most a window of input waits in the stdin queue: an endless Enumerable is consumed
     # only as fast as the process reads.
     Enum.reduce_while(input, 0, fn chunk, queued ->
-      with :ok <- Tether.send(target, chunk),
-           queued = queued + IO.iodata_length(chunk),
-           :ok <- if(queued >= @feed_window, do: Tether.flush_stdin(target), else: :ok) do
-        {:cont, if(queued >= @feed_window, do: 0, else: queued)}
-      else
+      case feed_chunk(target, chunk, queued + IO.iodata_length(chunk)) do
+        {:ok, queued} -> {:cont, queued}
         error -> {:halt, error}
       end
     end)
@@ -79,6 +76,16 @@ defmodule Tether.Stream do
       queued when is_integer(queued) -> Tether.send(target, :eof)
       error -> error
     end
+  end
+
+  # Sends one chunk; once a window is queued, waits for it to be written. Returns what is
+  # queued after it.
+  defp feed_chunk(target, chunk, queued) when queued < @feed_window do
+    with :ok <- Tether.send(target, chunk), do: {:ok, queued}
+  end
+
+  defp feed_chunk(target, chunk, _queued) do
+    with :ok <- Tether.send(target, chunk), :ok <- Tether.flush_stdin(target), do: {:ok, 0}
   end
 
   defp next({:done, _, _, _} = state, _command, _raise?), do: {:halt, state}

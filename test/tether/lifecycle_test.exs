@@ -161,7 +161,8 @@ defmodule Tether.LifecycleTest do
       :erlang.suspend_process(pid)
       assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
       info = Task.async(fn -> Tether.info(os_pid) end)
-      Process.sleep(100)
+      # Resume only once info/1 has found the start record and waits for the process to end.
+      wait_until(fn -> info.pid in elem(Process.info(pid, :monitored_by), 1) end)
       :erlang.resume_process(pid)
       assert %{pid: ^pid, status: {:exited, :normal}, command: ["true"]} = Task.await(info)
     end

@@ -471,10 +471,7 @@ struct Child {
 
 impl Child {
     fn signal(&self, signal: i32) {
-        let _ = match self.signal_group {
-            Some(pgid) => sys::killpg(pgid, signal),
-            None => sys::pidfd_send_signal(self.pidfd.as_raw_fd(), signal),
-        };
+        sys::signal_child(self.signal_group, self.pidfd.as_raw_fd(), signal);
     }
 
     /// Its counters, with the bytes callers wrote to its stdin directly.
@@ -964,11 +961,7 @@ impl EventLoop {
             child.next_step += 1;
             match step.action {
                 StopAction::Signal(signal) => {
-                    child.signal(signal);
-                    if signal != libc::SIGKILL && signal != libc::SIGCONT {
-                        // A job-control stopped child acts on the signal only once continued.
-                        child.signal(libc::SIGCONT);
-                    }
+                    sys::send_stop_signal(child.signal_group, child.pidfd.as_raw_fd(), signal);
                 }
                 StopAction::Command(script) => {
                     let pid = child.pid;

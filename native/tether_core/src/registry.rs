@@ -67,7 +67,8 @@ impl Registry {
     /// Sends `signal` to the child (to its whole process group when it leads one).
     pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
         let children = self.lock();
-        signal_entry(live(children.get(&os_pid))?, signal);
+        let entry = live(children.get(&os_pid))?;
+        sys::signal_child(entry.signal_group, entry.pidfd, signal);
         Ok(())
     }
 
@@ -99,11 +100,7 @@ impl Registry {
         }
         entry.stopping = true;
         if let Some(signal) = entry.first_stop_signal {
-            signal_entry(entry, signal);
-            if signal != libc::SIGKILL && signal != libc::SIGCONT {
-                // A job-control stopped child acts on the signal only once continued.
-                signal_entry(entry, libc::SIGCONT);
-            }
+            sys::send_stop_signal(entry.signal_group, entry.pidfd, signal);
         }
         Ok(Some((entry.id, entry.first_stop_signal.is_some())))
     }
@@ -252,14 +249,6 @@ fn with_open_stdin(entry: Option<&mut Entry>) -> Result<&mut Entry, WriteError> 
     } else {
         Err(WriteError::Closed)
     }
-}
-
-/// Signals a live child's group when it leads one, else the child itself. Under the lock.
-fn signal_entry(entry: &Entry, signal: i32) {
-    let _ = match entry.signal_group {
-        Some(pgid) => sys::killpg(pgid, signal),
-        None => sys::pidfd_send_signal(entry.pidfd, signal),
-    };
 }
 
 /// The entry of a process that has not exited.

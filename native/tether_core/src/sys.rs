@@ -227,6 +227,23 @@ pub fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> Result<(), Errno> {
     cvt(ret as libc::c_int).map(drop)
 }
 
+/// Signals a child: its group `pgid` when it leads one, else the process behind `pidfd`.
+pub fn signal_child(pgid: Option<i32>, pidfd: RawFd, signal: i32) {
+    let _ = match pgid {
+        Some(pgid) => killpg(pgid, signal),
+        None => pidfd_send_signal(pidfd, signal),
+    };
+}
+
+/// Sends one signal of a stop sequence, like [`signal_child`]. Any signal but SIGKILL and
+/// SIGCONT is followed by SIGCONT: a job-control stopped child acts on it only once continued.
+pub fn send_stop_signal(pgid: Option<i32>, pidfd: RawFd, signal: i32) {
+    signal_child(pgid, pidfd, signal);
+    if signal != libc::SIGKILL && signal != libc::SIGCONT {
+        signal_child(pgid, pidfd, libc::SIGCONT);
+    }
+}
+
 /// Sends `signal` to every process of group `pgid`.
 pub fn killpg(pgid: i32, signal: i32) -> Result<(), Errno> {
     // SAFETY: kill(2) with a negative pid has no memory effects.

@@ -159,14 +159,11 @@ fn stdin_flushed<'a>(
     reply_to: LocalPid,
     reference: Term<'a>,
 ) -> Term<'a> {
-    let mut saved = rustler::OwnedEnv::new();
-    let reference = saved.save(reference);
+    let reply = listener::Reply::new(reply_to, reference);
     let result = reactor().when_stdin_flushed(
         os_pid,
         Box::new(move |written| {
-            let _ = saved.send_and_clear(&reply_to, |env| {
-                (atoms::tether_stdin_flushed(), reference.load(env), written).encode(env)
-            });
+            reply.send(atoms::tether_stdin_flushed(), |env| written.encode(env));
         }),
     );
     write_result(env, result)
@@ -183,13 +180,12 @@ fn winsz(env: Env, os_pid: u32, rows: u16, cols: u16) -> Term {
 /// Asks for a child's byte counters: `{:tether_counters, ref, map}` reaches `reply_to`.
 #[rustler::nif]
 fn counters<'a>(env: Env<'a>, os_pid: u32, reply_to: LocalPid, reference: Term<'a>) -> Term<'a> {
-    let mut saved = rustler::OwnedEnv::new();
-    let reference = saved.save(reference);
+    let reply = listener::Reply::new(reply_to, reference);
     let result = reactor()
         .counters(
             os_pid,
             Box::new(move |counters| {
-                let _ = saved.send_and_clear(&reply_to, |env| {
+                reply.send(atoms::tether_counters(), |env| {
                     let map = counters.map(|c| {
                         rustler::term_map!(env, {
                             atoms::stdout_bytes() => c.stdout_bytes,
@@ -197,7 +193,7 @@ fn counters<'a>(env: Env<'a>, os_pid: u32, reply_to: LocalPid, reference: Term<'
                             atoms::stdin_bytes() => c.stdin_bytes,
                         })
                     });
-                    (atoms::tether_counters(), reference.load(env), map).encode(env)
+                    map.encode(env)
                 });
             }),
         )

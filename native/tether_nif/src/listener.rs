@@ -70,8 +70,8 @@ fn encode_exit_info(env: Env, usage: Option<Usage>, counters: Counters) -> Term 
     }
 }
 
-/// Where the outcome of a spawn goes besides the `Tether.Process`: the caller of `Tether.run`,
-/// tagged with its reference, so that it waits for no other process.
+/// A later answer to a caller that waits for it: `{tag, reference, payload}`, sent from the
+/// reactor thread (the outcome of a spawn, counters, a flushed stdin).
 pub struct Reply {
     to: LocalPid,
     env: OwnedEnv,
@@ -83,6 +83,17 @@ impl Reply {
         let env = OwnedEnv::new();
         let reference = env.save(reference);
         Reply { to, env, reference }
+    }
+
+    /// Sends `{tag, reference, payload(env)}` (a dead receiver is not an error).
+    pub fn send<F>(mut self, tag: Atom, payload: F)
+    where
+        F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+    {
+        let reference = self.reference;
+        let _ = self.env.send_and_clear(&self.to, |env| {
+            (tag, reference.load(env), payload(env)).encode(env)
+        });
     }
 }
 
@@ -133,16 +144,8 @@ impl Listener for BeamListener {
             }
         }
         // The caller first: it is the one waiting.
-        if let Some(mut reply) = self.reply.take() {
-            let reference = reply.reference;
-            let _ = reply.env.send_and_clear(&reply.to, |env| {
-                (
-                    atoms::tether_spawned(),
-                    reference.load(env),
-                    outcome(env, result),
-                )
-                    .encode(env)
-            });
+        if let Some(reply) = self.reply.take() {
+            reply.send(atoms::tether_spawned(), |env| outcome(env, result));
         }
         send(&self.routes.process, |env| {
             (atoms::tether_spawned(), outcome(env, result)).encode(env)
