@@ -348,11 +348,19 @@ defmodule Tether do
     with {:ok, os_pid} <- resolve_any(target) do
       case live_info(os_pid) do
         {:ok, info} -> info
-        :error -> exited_info(os_pid)
+        :error -> exited_info(os_pid) |> with_background(os_pid)
       end
       |> with_wall_clock()
     end
   end
+
+  # After the exit: whether what the process started still runs.
+  defp with_background(%{} = info, os_pid) do
+    {_unread, background} = Tether.Native.leftovers()
+    Map.put(info, :background_jobs, if(os_pid in background, do: :running, else: :none))
+  end
+
+  defp with_background(other, _os_pid), do: other
 
   defp with_wall_clock(%{started_at: started_at} = info) do
     wall = DateTime.from_unix!(started_at + System.time_offset(:millisecond), :millisecond)
@@ -416,17 +424,37 @@ defmodule Tether do
   end
 
   @doc """
-  Node-wide counts, for a dashboard or a health check: `:live` children, and since the
-  application started, `:spawned`, `:exited` and `:spawn_errors`.
+  Node-wide counts, for a dashboard or a health check: `:live` (running OS processes: what
+  counts toward `max_children`), `:unread` (exited, with output a passive stream has not
+  taken yet), `:background` (exited, and what they started still runs: see
+  `{:background_jobs, ...}`), and since the application started, `:spawned`, `:exited` and
+  `:spawn_errors`. `:cgroups` is `{:on, directory}` when every child gets its own cgroup, or
+  `{:off, reason}`.
   """
   @spec info() :: %{
           live: non_neg_integer,
+          unread: non_neg_integer,
+          background: non_neg_integer,
+          cgroups: {:on, String.t()} | {:off, String.t()},
           spawned: non_neg_integer,
           exited: non_neg_integer,
           spawn_errors: non_neg_integer
         }
   def info do
-    Map.put(Tether.History.totals(), :live, Tether.Native.count())
+    {unread, background} = Tether.Native.leftovers()
+
+    cgroups =
+      case Tether.Native.cgroups() do
+        {:ok, path} -> {:on, path}
+        {:error, reason} -> {:off, reason}
+      end
+
+    Map.merge(Tether.History.totals(), %{
+      live: Tether.Native.count(),
+      unread: unread,
+      background: length(background),
+      cgroups: cgroups
+    })
   end
 
   @doc "The os_pids of every live OS process this node manages, ascending."

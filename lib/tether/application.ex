@@ -29,14 +29,35 @@ defmodule Tether.Application do
           watchdog
         )
 
-      children = [Tether.History, Tether.Exec.Server]
-      Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
+      case configure_cgroups(config) do
+        :ok ->
+          children = [Tether.History, Tether.Exec.Server]
+          Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
+
+        error ->
+          error
+      end
     else
       {:error, message} when is_binary(message) ->
         {:error, {:invalid_config, message}}
 
       {:error, reason} ->
         {:error, {:nif_not_loaded, reason, "run `mix compile` to build the Tether NIF"}}
+    end
+  end
+
+  # A cgroup per child where the hierarchy allows it (or as configured).
+  defp configure_cgroups(config) do
+    mode =
+      case config.cgroups do
+        :auto -> :auto
+        true -> :required
+        false -> :off
+      end
+
+    case Tether.Native.configure_cgroups(mode, config.cgroup_root) do
+      {:ok, _path} -> :ok
+      {:error, reason} -> {:error, {:cgroups, reason}}
     end
   end
 

@@ -10,8 +10,14 @@ defmodule Tether.Config do
                                   # read when the application first starts in a VM
         pipe_size: 1_048_576,     # bytes asked for each output pipe (0: the kernel's default)
         read_chunk: 1_048_576,    # the largest chunk read at once, so the largest message
-        busy_poll_us: 50          # after pipe traffic, the native loop polls this long before it
+        busy_poll_us: 50,         # after pipe traffic, the native loop polls this long before it
                                   # sleeps (0..10_000; 0: never): CPU for lower latency
+        cgroups: :auto,           # a cgroup v2 per child: :auto (where the hierarchy is
+                                  # writable), true (or the application fails to start), false
+        cgroup_root: nil          # the cgroup2 directory to make them in (default: the VM's own
+                                  # cgroup); each VM uses <root>/tether-<os_pid>
+
+  `Tether.info/0` tells whether cgroups are in use and, if not, why.
 
   A bad value fails the application start with a message naming the key and the accepted
   values. For migration, the `config :erlexec` keys that map are honoured (`max_children`,
@@ -28,7 +34,9 @@ defmodule Tether.Config do
     watchdog_path: nil,
     pipe_size: 1_048_576,
     read_chunk: 1_048_576,
-    busy_poll_us: 50
+    busy_poll_us: 50,
+    cgroups: :auto,
+    cgroup_root: nil
   ]
 
   @levels [:debug, :info, :notice, :warning, :error]
@@ -118,6 +126,8 @@ defmodule Tether.Config do
   defp valid?(:pipe_size, n), do: is_integer(n) and n >= 0 and n <= 64 * 1024 * 1024
   defp valid?(:read_chunk, n), do: is_integer(n) and n >= 1024 and n <= 16 * 1024 * 1024
   defp valid?(:busy_poll_us, n), do: is_integer(n) and n >= 0 and n <= 10_000
+  defp valid?(:cgroups, mode), do: mode in [:auto, true, false]
+  defp valid?(:cgroup_root, path), do: is_nil(path) or is_binary(path)
 
   defp message(key, value) do
     accepted =
@@ -129,6 +139,8 @@ defmodule Tether.Config do
         :pipe_size -> "bytes from 0 to 67108864"
         :read_chunk -> "bytes from 1024 to 16777216"
         :busy_poll_us -> "microseconds from 0 to 10000"
+        :cgroups -> ":auto, true or false"
+        :cgroup_root -> "nil or the path of a cgroup2 directory"
       end
 
     "invalid value for config :tether, #{inspect(key)}: #{inspect(value)} (expected #{accepted})"

@@ -34,6 +34,8 @@ defmodule Tether.Options do
           pipe_size: non_neg_integer,
           stdout_credit: non_neg_integer | nil,
           stderr_credit: non_neg_integer | nil,
+          keep_background: boolean,
+          cgroup_limits: [{binary, binary}],
           handlers: %{optional(:stdout | :stderr) => (atom, pos_integer, binary -> any)},
           link: boolean,
           sync: boolean,
@@ -89,6 +91,8 @@ defmodule Tether.Options do
       kill_sequence: nil,
       stop: [],
       detach: false,
+      keep_background: false,
+      cgroup_limits: [],
       nice: nil,
       user: nil,
       rlimits: [],
@@ -217,6 +221,14 @@ defmodule Tether.Options do
   defp option!({:group, :inherit}, spec, _caller), do: %{spec | group: :inherit}
   defp option!({:detach, flag}, spec, _caller) when is_boolean(flag), do: %{spec | detach: flag}
 
+  defp option!({:background_jobs, what}, spec, _caller) when what in [:stop, :keep],
+    do: %{spec | keep_background: what == :keep}
+
+  defp option!({:cgroup_limits, limits}, spec, _caller) when is_list(limits) do
+    proper_list?(limits) or bad!(:cgroup_limits, limits, "a keyword list")
+    %{spec | cgroup_limits: Enum.map(limits, &cgroup_limit!/1)}
+  end
+
   defp option!({:pty, :default}, spec, _caller), do: %{spec | pty: spec.pty || {24, 80}}
   defp option!({:pty, true}, spec, caller), do: option!({:pty, :default}, spec, caller)
   defp option!({:pty, false}, spec, _caller), do: %{spec | pty: nil}
@@ -279,7 +291,8 @@ defmodule Tether.Options do
 
   @known [:active, :monitor, :stdin, :env, :cd, :executable, :kill_timeout, :kill, :kill_sequence] ++
            [:kill_group, :group, :detach, :pty, :winsz, :pty_echo, :nice, :user, :rlimit] ++
-           [:idle_timeout, :max_output, :success_exit_code, :link, :sync, :timeout]
+           [:idle_timeout, :max_output, :success_exit_code, :link, :sync, :timeout] ++
+           [:background_jobs, :cgroup_limits]
 
   defp option!({key, value}, _spec, _caller) when key in @known do
     raise ArgumentError, "invalid value for #{inspect(key)} option: #{inspect(value)}"
@@ -330,6 +343,26 @@ defmodule Tether.Options do
     |> Map.drop([:kill_timeout_ms, :kill_command, :kill_sequence, :pty_echo, :active])
     |> Map.merge(%{stop: stop, pty: pty, stdin: stdin, monitor: monitor, down_to: down_to})
     |> Map.merge(%{stdout_credit: credit.(:stdout), stderr_credit: credit.(:stderr)})
+  end
+
+  # One cgroup v2 interface file and its value.
+  defp cgroup_limit!({:memory_max, bytes}) when is_integer(bytes) and bytes > 0,
+    do: {"memory.max", Integer.to_string(bytes)}
+
+  defp cgroup_limit!({:pids_max, n}) when is_integer(n) and n > 0,
+    do: {"pids.max", Integer.to_string(n)}
+
+  defp cgroup_limit!({:cpu_max, {quota_us, period_us}})
+       when is_integer(quota_us) and quota_us >= 1000 and is_integer(period_us) and
+              period_us in 1000..1_000_000,
+       do: {"cpu.max", "#{quota_us} #{period_us}"}
+
+  defp cgroup_limit!(other) do
+    bad!(
+      :cgroup_limits,
+      other,
+      "memory_max: bytes, pids_max: count or cpu_max: {quota_us, period_us} entries"
+    )
   end
 
   defp credit(true), do: nil

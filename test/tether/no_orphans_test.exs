@@ -186,7 +186,10 @@ defmodule Tether.NoOrphansTest do
     """
 
     ebin = Path.join(:code.lib_dir(:tether), "ebin")
-    {:ok, _, vm} = Tether.run(["elixir", "-pa", ebin, "-e", code], [:stdout, :monitor])
+    # The inner VM is our child: what it leaves behind is ours to stop, unless we keep it.
+    {:ok, _, vm} =
+      Tether.run(["elixir", "-pa", ebin, "-e", code], [:stdout, :monitor, background_jobs: :keep])
+
     report = read_report(vm, "ACTION", %{})
     [detached, attached] = report["MEMBERS"]
     Tether.kill(vm, :sigkill)

@@ -25,6 +25,8 @@ pub enum Input {
     Close,
     /// A file, opened read-only.
     File(Vec<u8>),
+    /// A descriptor of ours, which the child gets as its stdin (the watchdog's socket).
+    Fd(i32),
 }
 
 /// Where a child's stdout or stderr goes.
@@ -121,6 +123,11 @@ pub struct Command {
     /// Run as this user (uid, gid and supplementary groups): needs root.
     pub user: Option<Vec<u8>>,
     pub rlimits: Vec<Rlimit>,
+    /// After the child's exit, leave what it started running until its owner dies (instead of
+    /// stopping it with the child's stop sequence).
+    pub keep_background: bool,
+    /// cgroup interface files to write in the child's cgroup (`memory.max`, `pids.max`…).
+    pub cgroup_limits: Vec<(String, String)>,
     /// Stop the child once it has been silent (no output) this long.
     pub idle_timeout: Option<Duration>,
     /// Stop the child once it has written more than this many bytes of output.
@@ -156,6 +163,8 @@ impl Command {
             nice: None,
             user: None,
             rlimits: Vec::new(),
+            keep_background: false,
+            cgroup_limits: Vec::new(),
             idle_timeout: None,
             max_output: None,
             stdout_credit: None,
@@ -174,17 +183,6 @@ impl Command {
     /// Whether the child leads a process group of its own (a new group, or a pty session).
     pub fn leads_group(&self) -> bool {
         self.pty.is_some() || self.group == Group::New
-    }
-
-    /// The group that stop and kill address: the child's group when `kill_group` is set and
-    /// the child did not stay in the VM's group (which must never be signalled).
-    pub fn signal_group(&self, pid: i32) -> Option<i32> {
-        match (self.kill_group, self.group) {
-            (false, _) => None,
-            _ if self.leads_group() => Some(pid),
-            (true, Group::Join(pgid)) => Some(pgid),
-            (true, _) => None,
-        }
     }
 
     /// The stop sequence as it runs: the given steps, then SIGKILL if they do not end with it.

@@ -24,19 +24,22 @@
 //! - Every request and every event is handled inside `catch_unwind`: a panic is logged and the
 //!   loop goes on; the child it concerned is killed and reported as ended, never forgotten.
 
-use crate::command::{Command, StopAction, StopStep};
-use crate::registry::{Entry, NoProcess, Registry, Tag};
+use crate::cgroup::{self, Cgroup, Root};
+use crate::command::{Command, Group, StopAction, StopStep};
+use crate::guard::{self, Reach, Targets};
+use crate::registry::{Entry, KillError, NoProcess, Registry, Tag};
 use crate::spawn::{self, ChildStack, SpawnError};
 use crate::status::ExitStatus;
 use crate::sys;
 use crate::watchdog::{Interest, Watchdog};
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which output stream a chunk came from.
@@ -72,6 +75,12 @@ pub trait Listener: Send {
     }
     /// A flow-controlled stream used its last credit: nothing more is read until `activate`.
     fn passive(&mut self, _stream: Stream, _os_pid: u32) {}
+    /// After `exited`: the child's background jobs are kept (`keep_background`) and live on.
+    /// Arrange for `Reactor::stop_left_behind(id)` when the owner dies, and return true; false
+    /// (the default) has them stopped now.
+    fn keep_while_owner_lives(&mut self, _id: u64) -> bool {
+        false
+    }
     /// `None` when the status cannot be known (an adopted process, or the kernel reaped the
     /// child because SIGCHLD was ignored). `counters` are the child's final byte counts.
     fn exited(
@@ -90,6 +99,10 @@ pub struct Usage {
     pub system_time: Duration,
     /// Maximum resident set size, in bytes.
     pub max_rss: u64,
+    /// CPU time of everything that ran in the child's cgroup (with cgroups).
+    pub tree_cpu_usec: Option<u64>,
+    /// Peak memory of the child's cgroup (where the memory controller is enabled).
+    pub tree_memory_peak: Option<u64>,
 }
 
 /// Bytes to write to a child's stdin, owned by whoever produced them (the NIF keeps Erlang
@@ -124,6 +137,8 @@ enum Request {
         id: u64,
         /// The caller took the first step of the stop sequence itself.
         first_step_done: bool,
+        /// Also what a child left behind that is kept while its owner lives.
+        force: bool,
     },
     StopAll {
         done: Callback,
@@ -148,6 +163,9 @@ enum Request {
     SetWatchdog {
         program: Vec<u8>,
     },
+    SetCgroups {
+        root: Option<Root>,
+    },
     Activate {
         id: u64,
         stream: Option<Stream>,
@@ -167,6 +185,10 @@ struct Shared {
     read_chunk: AtomicUsize,
     /// After pipe traffic, keep polling (without sleeping) this many µs before blocking.
     busy_poll_us: AtomicU64,
+    /// Where child cgroups are made, or why there are none.
+    cgroups: Mutex<Result<PathBuf, String>>,
+    /// os_pids of exited children whose leftovers are still alive.
+    draining: Mutex<BTreeMap<u32, usize>>,
 }
 
 /// Defaults of the runtime limits (`Reactor::configure`).
@@ -207,6 +229,8 @@ impl Reactor {
             max_children: AtomicUsize::new(DEFAULT_MAX_CHILDREN),
             read_chunk: AtomicUsize::new(READ_CHUNK),
             busy_poll_us: AtomicU64::new(0),
+            cgroups: Mutex::new(Err("not configured yet".into())),
+            draining: Mutex::new(BTreeMap::new()),
         });
         let mut event_loop = EventLoop::new(shared.clone(), receiver, options)?;
         event_loop.start_watchdog();
@@ -259,11 +283,23 @@ impl Reactor {
         id
     }
 
-    /// Stops child `id` (no-op once it has exited) by running its stop sequence.
+    /// Stops child `id` by running its stop sequence: the child while it runs, and after its
+    /// exit what it left behind (unless that is kept while its owner lives: see
+    /// [`Reactor::stop_left_behind`]).
     pub fn stop(&self, id: u64) {
         self.send(Request::Stop {
             id,
             first_step_done: false,
+            force: false,
+        });
+    }
+
+    /// Stops child `id` and everything it left behind, kept or not (its owner is gone).
+    pub fn stop_left_behind(&self, id: u64) {
+        self.send(Request::Stop {
+            id,
+            first_step_done: false,
+            force: true,
         });
     }
 
@@ -274,14 +310,56 @@ impl Reactor {
             self.send(Request::Stop {
                 id,
                 first_step_done,
+                force: false,
             });
         }
         Ok(())
     }
 
-    /// Sends `signal` to a live child (its group when it leads one).
-    pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
+    /// Sends `signal` to a live child and, with `kill_group`, to its group.
+    pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), KillError> {
         self.shared.registry.kill(os_pid, signal)
+    }
+
+    /// Chooses cgroup containment for the children started from now on: in `base` (default:
+    /// the VM's own cgroup), as `mode` says. Returns the directory in use, `None` when off
+    /// (with `Mode::Auto` the reason is kept for [`Reactor::cgroups`]), or why `Required`
+    /// cannot be met.
+    pub fn configure_cgroups(
+        &self,
+        mode: cgroup::Mode,
+        base: Option<PathBuf>,
+    ) -> Result<Option<PathBuf>, String> {
+        let root = match mode {
+            cgroup::Mode::Off => Err("disabled by configuration".to_string()),
+            _ => base
+                .map(Ok)
+                .unwrap_or_else(cgroup::default_base)
+                .and_then(|base| Root::create(&base)),
+        };
+        let status = root.as_ref().map(|r| r.path.clone()).map_err(Clone::clone);
+        if let (cgroup::Mode::Required, Err(reason)) = (&mode, &root) {
+            return Err(reason.clone());
+        }
+        *self.shared.cgroups.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
+        self.send(Request::SetCgroups { root: root.ok() });
+        Ok(status.ok())
+    }
+
+    /// The directory child cgroups are made in, or why there is none.
+    pub fn cgroups(&self) -> Result<PathBuf, String> {
+        self.shared
+            .cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// os_pids of exited children whose background jobs (group members, cgroup processes) are
+    /// still alive, ascending.
+    pub fn draining(&self) -> Vec<u32> {
+        let draining = self.shared.draining.lock().unwrap_or_else(|p| p.into_inner());
+        draining.keys().copied().collect()
     }
 
     /// Writes `data` to the child's stdin, or queues what the pipe does not take at once.
@@ -441,7 +519,8 @@ impl Drop for Stdin {
 struct Child {
     os_pid: u32,
     pid: libc::pid_t,
-    pidfd: OwnedFd,
+    /// The child, its group and its cgroup (shared with the registry): where signals go.
+    targets: Arc<Targets>,
     pipes: Vec<Pipe>,
     stdin: Option<Stdin>,
     /// With a pty: the master, for the window size (its number is in the registry, which
@@ -452,11 +531,18 @@ struct Child {
     /// The step a stop runs next (after the one in progress).
     next_step: usize,
     stop_deadline: Option<Instant>,
-    /// The group that stop and kill address (`None`: the child alone).
-    signal_group: Option<i32>,
     /// The child leads its own group, which the watchdog then guards.
     leads_group: bool,
     detach: bool,
+    /// After the child's exit, what it started lives on until the owner dies (or a stop).
+    keep_background: bool,
+    /// Reported as exited; what it started is still alive and is being stopped (or kept).
+    draining: bool,
+    /// While draining with a cgroup: its `cgroup.events`, watched for `populated 0`.
+    events: Option<OwnedFd>,
+    drain_check: Option<(Instant, Duration)>,
+    /// Kill commands started by its stop sequence: stopped when it is gone.
+    helpers: Vec<u64>,
     /// Not our child: no reaping, no status.
     adopted: bool,
     stopping: bool,
@@ -470,8 +556,48 @@ struct Child {
 }
 
 impl Child {
-    fn signal(&self, signal: i32) {
-        sys::signal_child(self.signal_group, self.pidfd.as_raw_fd(), signal);
+    /// A child with nothing watched yet, stopped as `command` says.
+    fn new(targets: Targets, listener: Box<dyn Listener>, command: &Command) -> Child {
+        Child {
+            os_pid: targets.pid as u32,
+            pid: targets.pid,
+            targets: Arc::new(targets),
+            pipes: Vec::new(),
+            stdin: None,
+            terminal: None,
+            listener,
+            stop: command.stop_sequence(),
+            next_step: 0,
+            stop_deadline: None,
+            leads_group: false,
+            detach: command.detach,
+            keep_background: command.keep_background,
+            draining: false,
+            events: None,
+            drain_check: None,
+            helpers: Vec::new(),
+            adopted: false,
+            stopping: false,
+            idle_timeout: None,
+            idle_deadline: None,
+            last_output: Instant::now(),
+            max_output: None,
+            counters: Counters::default(),
+            exit: None,
+        }
+    }
+
+    fn pidfd(&self) -> RawFd {
+        self.targets.pidfd.as_raw_fd()
+    }
+
+    /// Where the steps of its stop sequence reach: after its exit, what it left behind.
+    fn stop_reach(&self) -> Reach {
+        if self.exit.is_some() {
+            Reach::Drain
+        } else {
+            Reach::Stop
+        }
     }
 
     /// Its counters, with the bytes callers wrote to its stdin directly.
@@ -492,23 +618,34 @@ impl Child {
 enum Timer {
     StopStep,
     Idle,
+    /// Whether a draining child's leftovers are gone yet.
+    DrainCheck,
+    /// A kill command's time is up.
+    HelperLimit,
 }
+
+/// First and longest interval between two checks of a draining group.
+const DRAIN_CHECK_FIRST: Duration = Duration::from_millis(20);
+const DRAIN_CHECK_MAX: Duration = Duration::from_secs(1);
 
 const WAKE_TOKEN: u64 = 0;
 const WATCHDOG_EXIT_TOKEN: u64 = 1;
 const WATCHDOG_STDIN_TOKEN: u64 = 2;
-// Child ids start at 1, so child tokens (`id << 2 | kind`) never collide with the above.
+// Child ids start at 1, so child tokens (`id << 3 | kind`) never collide with the above.
 const KIND_EXIT: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
 const KIND_STDIN: u64 = 3;
+const KIND_CGROUP: u64 = 4;
+const KIND_BITS: u64 = 3;
+const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
 /// Largest write a caller makes straight to a child's stdin (bigger ones go through the loop).
 const DIRECT_WRITE_MAX: usize = 64 * 1024;
 /// Largest single read: big reads make big off-heap binaries, cheap to send.
 const READ_CHUNK: usize = 1 << 20;
 
 fn token(id: u64, kind: u64) -> u64 {
-    (id << 2) | kind
+    (id << KIND_BITS) | kind
 }
 
 struct EventLoop {
@@ -522,6 +659,8 @@ struct EventLoop {
     dev_null: OwnedFd,
     buffer: Vec<u8>,
     watchdog: Watchdog,
+    /// Where child cgroups are made (`None`: no cgroups).
+    cgroups: Option<Root>,
 }
 
 /// A listener for the helpers the loop starts itself (kill commands): nobody hears them.
@@ -553,6 +692,7 @@ impl EventLoop {
             dev_null: sys::open_dev_null()?,
             buffer: vec![0; READ_CHUNK],
             watchdog: Watchdog::new(options.watchdog),
+            cgroups: None,
             shared,
         };
         event_loop.watch(
@@ -601,11 +741,12 @@ impl EventLoop {
             for event in events.iter().take(n.max(0) as usize) {
                 // Only pipe traffic starts a busy poll: that is where replies come back fast
                 // (not after a spawn or an exit, when it would only take a core from children).
-                if event.u64 > WATCHDOG_STDIN_TOKEN && event.u64 & 3 != KIND_EXIT {
+                let kind = event.u64 & KIND_MASK;
+                if event.u64 > WATCHDOG_STDIN_TOKEN && (KIND_STDOUT..=KIND_STDIN).contains(&kind) {
                     last_event = Instant::now();
                 }
                 let token = event.u64;
-                self.guarded(token >> 2, |this| this.dispatch(token));
+                self.guarded(token >> KIND_BITS, |this| this.dispatch(token));
             }
             self.guarded(0, Self::fire_timers);
             if self.watchdog.next_start().is_some() {
@@ -656,12 +797,13 @@ impl EventLoop {
                 self.apply_writable(writable);
             }
             _ => {
-                let id = token >> 2;
-                match token & 3 {
+                let id = token >> KIND_BITS;
+                match token & KIND_MASK {
                     KIND_EXIT => self.on_exit(id),
                     KIND_STDOUT => self.on_readable(id, Stream::Stdout),
                     KIND_STDERR => self.on_readable(id, Stream::Stderr),
-                    _ => self.flush_stdin(id),
+                    KIND_STDIN => self.flush_stdin(id),
+                    _ => self.check_drained(id, true),
                 }
             }
         }
@@ -685,7 +827,8 @@ impl EventLoop {
             Request::Stop {
                 id,
                 first_step_done,
-            } => self.guarded(id, |this| this.begin_stop(id, first_step_done)),
+                force,
+            } => self.guarded(id, |this| this.begin_stop(id, first_step_done, force)),
             Request::StopAll { done } => {
                 let ids: Vec<u64> = self
                     .children
@@ -694,7 +837,7 @@ impl EventLoop {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
-                    self.guarded(id, |this| this.begin_stop(id, false));
+                    self.guarded(id, |this| this.begin_stop(id, false, true));
                 }
                 self.stop_all_waiters.push(done);
                 self.notify_if_idle();
@@ -723,6 +866,13 @@ impl EventLoop {
             Request::Activate { id, stream, credit } => {
                 self.guarded(id, |this| this.activate(id, stream, credit))
             }
+            Request::SetCgroups { root } => {
+                if let Some(root) = &root {
+                    let writable = self.watchdog.set_cgroup_root(root.path.clone());
+                    self.apply_writable(writable);
+                }
+                self.cgroups = root;
+            }
             Request::SetWatchdog { program } => {
                 if self.watchdog.set_program(program) {
                     self.guarded(0, Self::start_watchdog);
@@ -748,7 +898,8 @@ impl EventLoop {
 
     // ── Starting ─────────────────────────────────────────────────────────────────────────────
 
-    /// Spawns a child. `tag: None` marks the loop's own helpers: not registered, not guarded.
+    /// Spawns a child. `tag: None` marks the loop's own helpers (kill commands): not
+    /// registered, never reported, bounded by the stop of the child that started them.
     fn spawn(
         &mut self,
         id: u64,
@@ -760,15 +911,54 @@ impl EventLoop {
         if tag.is_some() && self.shared.registry.len() >= limit {
             return listener.spawned(Err(SpawnError::MaxChildren));
         }
+        let group = match command.group {
+            Group::Join(pgid) => match self.shared.registry.group_leader(pgid) {
+                // Only the group of a live child of ours: never the VM's, never a stranger's.
+                Some(leader) => match sys::duplicate(&leader.pidfd) {
+                    Ok(fd) => Some(guard::Group {
+                        pgid,
+                        leader: Some(fd),
+                    }),
+                    Err(errno) => return listener.spawned(Err(SpawnError::Os(errno))),
+                },
+                None => return listener.spawned(Err(SpawnError::BadGroup)),
+            },
+            _ => None,
+        };
+        let cgroup = match self.child_cgroup(id, command) {
+            Ok(cgroup) => cgroup,
+            Err(error) => return listener.spawned(Err(error)),
+        };
+        let procs = cgroup.as_ref().map(|c| c.procs.as_c_str());
         let spawned = catch_unwind(AssertUnwindSafe(|| {
-            spawn::spawn(command, &mut self.stack, self.dev_null.as_raw_fd())
+            spawn::spawn(command, &mut self.stack, self.dev_null.as_raw_fd(), procs)
         }))
         .unwrap_or(Err(SpawnError::Internal));
         let spawned = match spawned {
             Ok(spawned) => spawned,
-            Err(error) => return listener.spawned(Err(error)),
+            Err(error) => {
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove();
+                }
+                return listener.spawned(Err(error));
+            }
         };
-        let mut pipes = Vec::new();
+        let group = match group {
+            Some(joined) => Some(joined),
+            None if command.leads_group() => Some(guard::Group {
+                pgid: spawned.pid,
+                leader: None,
+            }),
+            None => None,
+        };
+        let targets = Targets {
+            pid: spawned.pid,
+            pidfd: spawned.pidfd,
+            group,
+            kill_group: command.kill_group,
+            cgroup,
+        };
+        let mut child = Child::new(targets, listener, command);
         for (fd, stream, kind, credit) in [
             (
                 spawned.stdout,
@@ -788,7 +978,7 @@ impl EventLoop {
                     && self
                         .watch(fd.as_raw_fd(), token(id, kind), libc::EPOLLIN)
                         .is_ok();
-                pipes.push(Pipe {
+                child.pipes.push(Pipe {
                     stream,
                     fd,
                     credit,
@@ -797,7 +987,7 @@ impl EventLoop {
                 });
             }
         }
-        let stdin = spawned.stdin.map(|fd| Stdin {
+        child.stdin = spawned.stdin.map(|fd| Stdin {
             fd,
             queue: VecDeque::new(),
             offset: 0,
@@ -805,30 +995,26 @@ impl EventLoop {
             watching: false,
             flushed: Vec::new(),
         });
-        let child = Child {
-            os_pid: spawned.pid as u32,
-            pid: spawned.pid,
-            pidfd: spawned.pidfd,
-            pipes,
-            stdin,
-            terminal: spawned.terminal,
-            listener,
-            stop: command.stop_sequence(),
-            next_step: 0,
-            stop_deadline: None,
-            signal_group: command.signal_group(spawned.pid),
-            leads_group: command.leads_group(),
-            detach: command.detach || tag.is_none(),
-            adopted: false,
-            stopping: false,
-            idle_timeout: command.idle_timeout,
-            idle_deadline: None,
-            last_output: Instant::now(),
-            max_output: command.max_output,
-            counters: Counters::default(),
-            exit: None,
-        };
+        child.terminal = spawned.terminal;
+        child.leads_group = command.leads_group();
+        child.idle_timeout = command.idle_timeout;
+        child.max_output = command.max_output;
         self.insert(id, child, tag);
+    }
+
+    /// A new cgroup for a child that is not detached, when cgroups are in use. Limits without
+    /// cgroups (or without their controller) are refused, never ignored.
+    fn child_cgroup(&self, id: u64, command: &Command) -> Result<Option<Cgroup>, SpawnError> {
+        let root = match (&self.cgroups, command.detach) {
+            (Some(root), false) => root,
+            _ if command.cgroup_limits.is_empty() => return Ok(None),
+            _ => return Err(SpawnError::CgroupLimitsUnavailable),
+        };
+        match root.child(id, &command.cgroup_limits) {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(Errno::ENOTSUP) => Err(SpawnError::CgroupLimitsUnavailable),
+            Err(errno) => Err(SpawnError::Os(errno)),
+        }
     }
 
     fn adopt(
@@ -843,44 +1029,31 @@ impl EventLoop {
             Ok(pidfd) => pidfd,
             Err(errno) => return listener.spawned(Err(SpawnError::Os(errno))),
         };
-        let child = Child {
-            os_pid: pid as u32,
-            pid,
-            pidfd,
-            pipes: Vec::new(),
-            stdin: None,
-            terminal: None,
-            listener,
-            stop: command.stop_sequence(),
-            next_step: 0,
-            stop_deadline: None,
-            // We do not know its group: kill_group addresses the group it leads, if it does.
-            signal_group: command.kill_group.then_some(pid),
-            leads_group: false,
-            detach: command.detach,
-            adopted: true,
-            stopping: false,
-            idle_timeout: None,
-            idle_deadline: None,
-            last_output: Instant::now(),
-            max_output: None,
-            counters: Counters::default(),
-            exit: None,
-        };
+        let mut targets = Targets::process(pid, pidfd);
+        // Not ours: with kill_group, the group it leads (the caller checked that it leads one).
+        if command.kill_group {
+            targets.group = Some(guard::Group {
+                pgid: pid,
+                leader: None,
+            });
+            targets.kill_group = true;
+        }
+        let mut child = Child::new(targets, listener, command);
+        child.adopted = true;
+        child.detach = command.detach;
         self.insert(id, child, Some(tag));
     }
 
     /// Starts watching a started child, registers it and tells its listener.
     fn insert(&mut self, id: u64, mut child: Child, tag: Option<Tag>) {
-        let _ = self.watch(child.pidfd.as_raw_fd(), token(id, KIND_EXIT), libc::EPOLLIN);
+        let _ = self.watch(child.pidfd(), token(id, KIND_EXIT), libc::EPOLLIN);
         if let Some(tag) = tag {
             self.shared.registry.insert(
                 child.os_pid,
                 Entry {
                     id,
-                    pid: child.pid,
-                    pidfd: child.pidfd.as_raw_fd(),
-                    signal_group: child.signal_group,
+                    targets: child.targets.clone(),
+                    leads_group: child.leads_group,
                     stopping: false,
                     stdin: child.stdin.is_some(),
                     first_stop_signal: match child.stop.first().map(|step| &step.action) {
@@ -897,7 +1070,7 @@ impl EventLoop {
             );
         }
         if child.guarded() {
-            let writable = self.watchdog.guard(child.pid);
+            let writable = self.watchdog.guard(child.pid, child.pidfd());
             self.apply_writable(writable);
         }
         if let Some(idle) = child.idle_timeout {
@@ -911,16 +1084,30 @@ impl EventLoop {
 
     // ── Stopping ─────────────────────────────────────────────────────────────────────────────
 
-    fn begin_stop(&mut self, id: u64, first_step_done: bool) {
+    /// Starts the stop sequence of child `id`. A draining child whose leftovers are kept while
+    /// its owner lives is stopped only when `force`d (its owner died, or everything stops).
+    fn begin_stop(&mut self, id: u64, first_step_done: bool, force: bool) {
         let Some(child) = self.children.get_mut(&id) else {
             return;
         };
+        if child.draining {
+            if child.stopping || (child.keep_background && !force) {
+                return;
+            }
+            child.stopping = true;
+            child.next_step = 0;
+            return self.run_stop_steps(id);
+        }
         if child.exit.is_some() {
             // Exited, output still owed to an owner that is gone (the only one who stops an
             // exited child): deliver nothing more, report now.
             let pipes = std::mem::take(&mut child.pipes);
             for pipe in pipes {
                 self.unwatch(pipe.fd.as_raw_fd());
+            }
+            if let Some(child) = self.children.get_mut(&id) {
+                // What it left behind is stopped at once, kept or not.
+                child.keep_background = false;
             }
             return self.finish_if_done(id);
         }
@@ -959,13 +1146,22 @@ impl EventLoop {
                 return;
             };
             child.next_step += 1;
+            let reach = child.stop_reach();
             match step.action {
                 StopAction::Signal(signal) => {
-                    sys::send_stop_signal(child.signal_group, child.pidfd.as_raw_fd(), signal);
+                    let _ = child.targets.stop_signal(signal, reach);
+                }
+                // The child is gone: its kill command has nothing left to address.
+                StopAction::Command(_) if reach == Reach::Drain => {
+                    let _ = child.targets.stop_signal(libc::SIGTERM, reach);
                 }
                 StopAction::Command(script) => {
                     let pid = child.pid;
-                    self.run_kill_command(&script, pid);
+                    if let Some(helper) = self.run_kill_command(&script, pid, step.wait) {
+                        if let Some(child) = self.children.get_mut(&id) {
+                            child.helpers.push(helper);
+                        }
+                    }
                 }
             }
             if step.wait.is_zero() {
@@ -975,15 +1171,23 @@ impl EventLoop {
         }
     }
 
-    /// Runs a user's kill command (`/bin/sh -c`) with `CHILD_PID` set, as an untracked helper.
-    fn run_kill_command(&mut self, script: &[u8], pid: libc::pid_t) {
+    /// Runs a user's kill command (`/bin/sh -c`) with `CHILD_PID` set. It is a child like any
+    /// other (its own group and cgroup, guarded, killed with the VM), never reported, and
+    /// stopped after `limit` (the step's wait) or when the child it stops is gone.
+    fn run_kill_command(&mut self, script: &[u8], pid: libc::pid_t, limit: Duration) -> Option<u64> {
         let mut command = Command::new([b"/bin/sh".to_vec(), b"-c".to_vec(), script.to_vec()]);
         command.env = vec![crate::command::EnvChange::Set(
             b"CHILD_PID".to_vec(),
             pid.to_string().into_bytes(),
         )];
+        command.stop = crate::command::kill_after(Duration::ZERO);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.spawn(id, &command, Box::new(Silent), None);
+        let at = Instant::now().checked_add(limit.max(Duration::from_millis(1)))?;
+        self.children.contains_key(&id).then(|| {
+            self.timers.insert((at, id, Timer::HelperLimit));
+            id
+        })
     }
 
     fn fire_timers(&mut self) {
@@ -1001,6 +1205,8 @@ impl EventLoop {
                     }
                 }
                 Timer::Idle => self.check_idle(id, now),
+                Timer::DrainCheck => self.check_drained(id, false),
+                Timer::HelperLimit => self.begin_stop(id, false, true),
             }
         }
     }
@@ -1015,7 +1221,7 @@ impl EventLoop {
         };
         let due = child.last_output + idle;
         if due <= now {
-            self.begin_stop(id, false);
+            self.begin_stop(id, false, false);
         } else {
             child.idle_deadline = Some(due);
             self.timers.insert((due, id, Timer::Idle));
@@ -1146,7 +1352,7 @@ impl EventLoop {
         child.last_output = Instant::now();
         let total = child.counters.stdout_bytes + child.counters.stderr_bytes;
         if child.max_output.is_some_and(|max| total > max) {
-            self.begin_stop(id, false);
+            self.begin_stop(id, false, false);
         }
     }
 
@@ -1213,11 +1419,9 @@ impl EventLoop {
         if child.exit.is_some() {
             return;
         }
-        let (pid, pidfd, adopted) = (child.pid, child.pidfd.as_raw_fd(), child.adopted);
-        // Only a group the child leads: a joined group is not ours to empty.
+        let (pid, pidfd, adopted) = (child.pid, child.pidfd(), child.adopted);
         // A caller may have begun the stop (registry) before the loop heard of it.
         let stopping = child.stopping || self.shared.registry.stopping(child.os_pid);
-        let kill_rest_of_group = stopping && child.leads_group && child.signal_group.is_some();
         let state = if adopted {
             // Not our child: the pidfd turning readable is all we can know.
             sys::ExitState::Lost
@@ -1227,19 +1431,16 @@ impl EventLoop {
         if state == sys::ExitState::Running {
             return;
         }
-        if child.guarded() {
-            // While the leader is an unreaped zombie its group id cannot be reused.
-            let writable = self.watchdog.release(pid);
-            self.apply_writable(writable);
-        }
+        let targets = child.targets.clone();
         let reaped = self
             .shared
             .registry
             .mark_exited(child.os_pid, || match state {
                 sys::ExitState::Exited => {
-                    if kill_rest_of_group {
-                        // The zombie leader still pins the group id: no recycled group is hit.
-                        let _ = sys::killpg(pid, libc::SIGKILL);
+                    if stopping && !adopted {
+                        // A stopped child's leftovers die with it, while its zombie still pins
+                        // the group id (which matters where group signals go by number).
+                        let _ = targets.signal(libc::SIGKILL, Reach::Drain);
                     }
                     sys::reap(pid)
                         .ok()
@@ -1266,68 +1467,196 @@ impl EventLoop {
         self.finish_if_done(id);
     }
 
-    /// Reports the exit of a reaped child once nothing more is owed to its owner.
+    /// Reports the exit of a reaped child once nothing more is owed to its owner, then drains
+    /// what it left behind.
     fn finish_if_done(&mut self, id: u64) {
         let done = self
             .children
             .get(&id)
-            .is_some_and(|c| c.exit.is_some() && c.pipes.is_empty());
+            .is_some_and(|c| c.exit.is_some() && c.pipes.is_empty() && !c.draining);
         if !done {
             return;
         }
-        let Some(mut child) = self.children.remove(&id) else {
+        let Some(child) = self.children.get_mut(&id) else {
             return;
         };
         child.counters = child.counters_now(&self.shared);
         self.shared.registry.remove(child.os_pid, || ());
-        self.release_resources(id, &mut child);
-        let (status, usage) = child.exit.unwrap_or((None, None));
-        child
-            .listener
-            .exited(child.os_pid, status, usage, child.counters);
-        self.notify_if_idle();
+        let (status, mut usage) = child.exit.unwrap_or((None, None));
+        if let (Some(usage), Some(cgroup)) = (usage.as_mut(), child.targets.cgroup.as_ref()) {
+            let stats = cgroup.stats();
+            usage.tree_cpu_usec = stats.cpu_usec;
+            usage.tree_memory_peak = stats.memory_peak;
+        }
+        let (os_pid, counters) = (child.os_pid, child.counters);
+        child.listener.exited(os_pid, status, usage, counters);
+        self.release_resources(id);
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        if child.detach || child.adopted || !child.targets.remains() {
+            return self.forget(id);
+        }
+        self.drain(id);
     }
 
-    /// Unwatches stdin and cancels the timers of a child that is gone.
-    fn release_resources(&mut self, id: u64, child: &mut Child) {
-        if let Some(stdin) = child.stdin.take() {
-            if stdin.watching {
-                self.unwatch(stdin.fd.as_raw_fd());
+    /// The child is reported and gone, and what it started lives on: stop it with the child's
+    /// stop sequence (unless it is kept while the owner lives), and keep it guarded until it
+    /// is gone.
+    fn drain(&mut self, id: u64) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        child.draining = true;
+        self.shared
+            .draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(child.os_pid)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+        let was_stopping = std::mem::replace(&mut child.stopping, false);
+        if let Some(events) = child.targets.cgroup.as_ref().and_then(|c| c.events().ok()) {
+            let fd = events.as_raw_fd();
+            child.events = Some(events);
+            let _ = self.watch(fd, token(id, KIND_CGROUP), libc::EPOLLPRI);
+        }
+        self.arm_drain_check(id, DRAIN_CHECK_FIRST);
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        if was_stopping {
+            // Its stop already killed the rest; only a last SIGKILL for what got in since.
+            child.stopping = true;
+            let _ = child.targets.signal(libc::SIGKILL, Reach::Drain);
+        } else if !child.keep_background || !child.listener.keep_while_owner_lives(id) {
+            self.begin_stop(id, false, true);
+        }
+    }
+
+    fn arm_drain_check(&mut self, id: u64, after: Duration) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let at = Instant::now() + after;
+        child.drain_check = Some((at, after));
+        self.timers.insert((at, id, Timer::DrainCheck));
+    }
+
+    /// A draining child's cgroup changed (`event`) or its check is due: forget it once
+    /// nothing it started is alive, else check again later (less often each time).
+    fn check_drained(&mut self, id: u64, event: bool) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        if !child.draining {
+            return;
+        }
+        if let (true, Some(events)) = (event, child.events.as_ref()) {
+            // Reading re-arms the notification.
+            let mut buffer = [0u8; 256];
+            // SAFETY: `buffer` is valid for its length; the fd is open.
+            let _ = unsafe {
+                libc::pread(events.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0)
+            };
+        }
+        if !child.targets.remains() {
+            return self.forget(id);
+        }
+        if event {
+            return;
+        }
+        let next = child
+            .drain_check
+            .map_or(DRAIN_CHECK_FIRST, |(_, after)| (after * 2).min(DRAIN_CHECK_MAX));
+        self.arm_drain_check(id, next);
+    }
+
+    /// Lets go of a child that is gone with everything it started: its watchdog guard, its
+    /// cgroup, its kill commands, its timers.
+    fn forget(&mut self, id: u64) {
+        let Some(mut child) = self.children.remove(&id) else {
+            return;
+        };
+        if child.draining {
+            let mut draining = self.shared.draining.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = draining.get_mut(&child.os_pid) {
+                *n -= 1;
+                if *n == 0 {
+                    draining.remove(&child.os_pid);
+                }
             }
+        }
+        if let Some(events) = child.events.take() {
+            self.unwatch(events.as_raw_fd());
+        }
+        if let Some((at, _)) = child.drain_check {
+            self.timers.remove(&(at, id, Timer::DrainCheck));
         }
         if let Some(at) = child.stop_deadline {
             self.timers.remove(&(at, id, Timer::StopStep));
         }
-        if let Some(at) = child.idle_deadline {
-            self.timers.remove(&(at, id, Timer::Idle));
-        }
-    }
-
-    /// After a panic while handling child `id`: kill it, reap it and report it ended with an
-    /// unknown status, so that its owner is never left waiting.
-    fn abandon(&mut self, id: u64) {
-        let Some(mut child) = self.children.remove(&id) else {
-            return;
-        };
         if child.guarded() {
             let writable = self.watchdog.release(child.pid);
             self.apply_writable(writable);
         }
-        child.signal(libc::SIGKILL);
-        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
-        let adopted = child.adopted;
-        self.shared.registry.remove(child.os_pid, || {
-            (!adopted).then(|| sys::reap(child.pid)).map(drop)
+        if let Some(cgroup) = child.targets.cgroup.as_ref() {
+            cgroup.remove();
+        }
+        for helper in std::mem::take(&mut child.helpers) {
+            self.begin_stop(helper, false, true);
+        }
+        self.notify_if_idle();
+    }
+
+    /// Unwatches stdin and cancels the stop and idle timers of a child that has exited.
+    fn release_resources(&mut self, id: u64) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let stdin = child.stdin.take();
+        let stop = child.stop_deadline.take();
+        let idle = child.idle_deadline.take();
+        if let Some(stdin) = stdin {
+            if stdin.watching {
+                self.unwatch(stdin.fd.as_raw_fd());
+            }
+        }
+        if let Some(at) = stop {
+            self.timers.remove(&(at, id, Timer::StopStep));
+        }
+        if let Some(at) = idle {
+            self.timers.remove(&(at, id, Timer::Idle));
+        }
+    }
+
+    /// After a panic while handling child `id`: kill it and everything it started, reap it and
+    /// report it ended with an unknown status, so that its owner is never left waiting.
+    fn abandon(&mut self, id: u64) {
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let targets = child.targets.clone();
+        let _ = targets.signal(libc::SIGKILL, Reach::Stop);
+        let _ = targets.signal(libc::SIGKILL, Reach::Drain);
+        let (adopted, pid, os_pid, reported) =
+            (child.adopted, child.pid, child.os_pid, child.draining);
+        let pipes = std::mem::take(&mut child.pipes);
+        self.shared.registry.remove(os_pid, || {
+            (!adopted && !reported).then(|| sys::reap(pid)).map(drop)
         });
-        self.unwatch(child.pidfd.as_raw_fd());
-        for pipe in &child.pipes {
+        self.unwatch(targets.pidfd.as_raw_fd());
+        for pipe in &pipes {
             self.unwatch(pipe.fd.as_raw_fd());
         }
-        self.release_resources(id, &mut child);
-        child
-            .listener
-            .exited(child.os_pid, None, None, child.counters);
-        self.notify_if_idle();
+        self.release_resources(id);
+        if let Some(child) = self.children.get_mut(&id) {
+            if !reported {
+                let counters = child.counters;
+                child.listener.exited(os_pid, None, None, counters);
+            }
+        }
+        self.forget(id);
     }
 
     fn notify_if_idle(&mut self) {
@@ -1342,11 +1671,11 @@ impl EventLoop {
 
     /// Starts the watchdog if it is due, telling it every guarded group.
     fn start_watchdog(&mut self) {
-        let groups: Vec<i32> = self
+        let groups: Vec<(i32, RawFd)> = self
             .children
             .values()
             .filter(|c| c.guarded())
-            .map(|c| c.pid)
+            .map(|c| (c.pid, c.pidfd()))
             .collect();
         let interest = self.watchdog.start(
             &mut self.stack,
@@ -1401,5 +1730,7 @@ fn usage_of(usage: &libc::rusage) -> Usage {
         system_time: time(usage.ru_stime),
         // Linux reports ru_maxrss in KiB.
         max_rss: (usage.ru_maxrss.max(0) as u64) * 1024,
+        tree_cpu_usec: None,
+        tree_memory_peak: None,
     }
 }

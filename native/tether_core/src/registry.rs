@@ -4,11 +4,14 @@
 //! critical section, so a caller that finds an entry here is signalling a process that is alive
 //! or a zombie: its pid (and process group id) cannot have been recycled.
 
+use crate::guard::{Reach, Targets};
 use crate::reactor::WriteError;
 use crate::sys;
+use nix::errno::Errno;
 use std::any::Any;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Data the embedding layer attaches to a child (the NIF keeps the BEAM pid there).
@@ -28,12 +31,20 @@ pub enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoProcess;
 
+/// Why `kill` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillError {
+    NoProcess,
+    /// The signal could not be sent (`EPERM`: refused by the guard or the kernel).
+    Os(Errno),
+}
+
 pub(crate) struct Entry {
     pub id: u64,
-    pub pid: libc::pid_t,
-    pub pidfd: RawFd,
-    /// The group that kill addresses, or `None` to signal the child alone.
-    pub signal_group: Option<i32>,
+    /// The child, its group and its cgroup: what its signals reach.
+    pub targets: Arc<Targets>,
+    /// It leads its own process group (which other children may then join).
+    pub leads_group: bool,
     pub stopping: bool,
     /// The first step of its stop sequence, when that is a signal (callers send it).
     pub first_stop_signal: Option<i32>,
@@ -56,6 +67,8 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub struct Registry {
     children: Mutex<HashMap<u32, Entry>>,
+    /// Entries marked exited (changed under the lock of `children`).
+    exited: AtomicUsize,
 }
 
 impl Registry {
@@ -64,12 +77,21 @@ impl Registry {
         self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `signal` to the child (to its whole process group when it leads one).
-    pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), NoProcess> {
+    /// Sends `signal` to the child and, unless it is signalled alone, to its process group.
+    pub fn kill(&self, os_pid: u32, signal: i32) -> Result<(), KillError> {
         let children = self.lock();
-        let entry = live(children.get(&os_pid))?;
-        sys::signal_child(entry.signal_group, entry.pidfd, signal);
-        Ok(())
+        let entry = live(children.get(&os_pid)).map_err(|_| KillError::NoProcess)?;
+        entry
+            .targets
+            .signal(signal, Reach::Kill)
+            .map_err(KillError::Os)
+    }
+
+    /// The leader pidfd of group `pgid`, if a live child leads it (for a child that joins it).
+    pub(crate) fn group_leader(&self, pgid: i32) -> Option<Arc<Targets>> {
+        let children = self.lock();
+        let entry = live(children.get(&(pgid as u32))).ok()?;
+        entry.leads_group.then(|| entry.targets.clone())
     }
 
     /// Running, stopping (after a stop request) or stopped (job control).
@@ -78,7 +100,7 @@ impl Registry {
         let entry = live(children.get(&os_pid))?;
         Ok(if entry.stopping {
             State::Stopping
-        } else if matches!(sys::proc_state(entry.pid), Some(b'T' | b't')) {
+        } else if matches!(sys::proc_state(entry.targets.pid), Some(b'T' | b't')) {
             State::Stopped
         } else {
             State::Running
@@ -100,7 +122,7 @@ impl Registry {
         }
         entry.stopping = true;
         if let Some(signal) = entry.first_stop_signal {
-            sys::send_stop_signal(entry.signal_group, entry.pidfd, signal);
+            let _ = entry.targets.stop_signal(signal, Reach::Stop);
         }
         Ok(Some((entry.id, entry.first_stop_signal.is_some())))
     }
@@ -200,9 +222,16 @@ impl Registry {
         self.lock().get(&os_pid).map(|e| e.tag.clone())
     }
 
-    /// Number of live children.
+    /// Number of running children (not those that exited and still owe output).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let children = self.lock();
+        children.len() - self.exited.load(Ordering::Relaxed)
+    }
+
+    /// Number of children that exited and still owe output to a passive stream.
+    pub fn exited_len(&self) -> usize {
+        let _children = self.lock();
+        self.exited.load(Ordering::Relaxed)
     }
 
     /// Whether no child is alive.
@@ -225,8 +254,9 @@ impl Registry {
     pub(crate) fn mark_exited<R>(&self, os_pid: u32, reap: impl FnOnce() -> R) -> R {
         let mut children = self.lock();
         let reaped = reap();
-        if let Some(entry) = children.get_mut(&os_pid) {
+        if let Some(entry) = children.get_mut(&os_pid).filter(|e| !e.exited) {
             entry.exited = true;
+            self.exited.fetch_add(1, Ordering::Relaxed);
         }
         reaped
     }
@@ -236,7 +266,9 @@ impl Registry {
     pub(crate) fn remove<R>(&self, os_pid: u32, reap: impl FnOnce() -> R) -> R {
         let mut children = self.lock();
         let reaped = reap();
-        children.remove(&os_pid);
+        if children.remove(&os_pid).is_some_and(|e| e.exited) {
+            self.exited.fetch_sub(1, Ordering::Relaxed);
+        }
         reaped
     }
 }

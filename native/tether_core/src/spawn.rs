@@ -39,6 +39,10 @@ pub enum SpawnError {
     MaxChildren,
     /// The event loop hit an internal error while spawning.
     Internal,
+    /// `Group::Join` names a group that no live child of ours leads.
+    BadGroup,
+    /// cgroup limits were asked for where cgroups (or their controller) are not available.
+    CgroupLimitsUnavailable,
 }
 
 impl SpawnError {
@@ -51,6 +55,8 @@ impl SpawnError {
             SpawnError::UnknownUser => "unknown_user".into(),
             SpawnError::MaxChildren => "max_children".into(),
             SpawnError::Internal => "internal".into(),
+            SpawnError::BadGroup => "bad_group".into(),
+            SpawnError::CgroupLimitsUnavailable => "cgroup_limits_unavailable".into(),
         }
     }
 }
@@ -108,6 +114,8 @@ struct ChildContext {
     stdio: [RawFd; 3],
     /// With a pty: the slave, to become the controlling terminal of a new session.
     controlling_tty: RawFd,
+    /// The `cgroup.procs` file of the child's cgroup, or null.
+    cgroup_procs: *const libc::c_char,
     /// `setpgid(0, group)` unless negative (0: a new group).
     group: libc::pid_t,
     pdeathsig: bool,
@@ -317,6 +325,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
         Input::Null => dev_null,
         Input::Close => CLOSE,
         Input::File(path) => keep(open(path, libc::O_RDONLY, 0)?, &mut child_ends),
+        Input::Fd(fd) => *fd,
         Input::Pipe => match slave {
             Some(slave) => slave,
             None => {
@@ -415,11 +424,13 @@ fn lookup_user(name: &[u8]) -> Result<(libc::uid_t, libc::gid_t, Vec<libc::gid_t
     Ok((passwd.pw_uid, passwd.pw_gid, groups))
 }
 
-/// Starts `command`. `dev_null` is an open `/dev/null` for the streams that are not piped.
+/// Starts `command`. `dev_null` is an open `/dev/null` for the streams that are not piped;
+/// `cgroup_procs`, the `cgroup.procs` file of the cgroup the child joins before `execve`.
 pub fn spawn(
     command: &Command,
     stack: &mut ChildStack,
     dev_null: RawFd,
+    cgroup_procs: Option<&std::ffi::CStr>,
 ) -> Result<Spawned, SpawnError> {
     if sys::sigchld_ignored() {
         return Err(SpawnError::SigchldIgnored);
@@ -454,6 +465,7 @@ pub fn spawn(
             .map_or(std::ptr::null(), |c| c.as_ptr()),
         stdio: stdio.targets,
         controlling_tty: stdio.controlling_tty,
+        cgroup_procs: cgroup_procs.map_or(std::ptr::null(), |p| p.as_ptr()),
         group,
         pdeathsig: !command.detach,
         // SAFETY: getpid has no preconditions.
@@ -570,6 +582,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             8,
         );
 
+        if !context.cgroup_procs.is_null() {
+            // Into our cgroup before anything can fork: all it starts is born inside.
+            let fd = libc::open(context.cgroup_procs, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(errno());
+            }
+            libc::close(fd);
+        }
         if context.controlling_tty >= 0 {
             // A new session whose controlling terminal is the pty.
             check(libc::setsid());

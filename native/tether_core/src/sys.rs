@@ -212,42 +212,33 @@ pub fn bytes_available(fd: RawFd) -> usize {
     }
 }
 
-/// Sends `signal` through a pidfd: never reaches a recycled pid.
-pub fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> Result<(), Errno> {
-    // SAFETY: the syscall takes a pidfd, a signal, a null siginfo and flags 0.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd,
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+/// Whether group `pgid` has a member that is not a zombie (a zombie is as good as gone, and
+/// orphaned zombies may wait seconds for init to reap them). Scans `/proc`: for draining
+/// groups only, never on a hot path.
+pub fn group_has_live_member(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
     };
-    cvt(ret as libc::c_int).map(drop)
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else {
+            return false;
+        };
+        proc_stat_fields(pid).is_some_and(|(state, _, group)| group == pgid && state != b'Z')
+    })
 }
 
-/// Signals a child: its group `pgid` when it leads one, else the process behind `pidfd`.
-pub fn signal_child(pgid: Option<i32>, pidfd: RawFd, signal: i32) {
-    let _ = match pgid {
-        Some(pgid) => killpg(pgid, signal),
-        None => pidfd_send_signal(pidfd, signal),
-    };
-}
-
-/// Sends one signal of a stop sequence, like [`signal_child`]. Any signal but SIGKILL and
-/// SIGCONT is followed by SIGCONT: a job-control stopped child acts on it only once continued.
-pub fn send_stop_signal(pgid: Option<i32>, pidfd: RawFd, signal: i32) {
-    signal_child(pgid, pidfd, signal);
-    if signal != libc::SIGKILL && signal != libc::SIGCONT {
-        signal_child(pgid, pidfd, libc::SIGCONT);
-    }
-}
-
-/// Sends `signal` to every process of group `pgid`.
-pub fn killpg(pgid: i32, signal: i32) -> Result<(), Errno> {
-    // SAFETY: kill(2) with a negative pid has no memory effects.
-    cvt(unsafe { libc::kill(-pgid, signal) }).map(drop)
+/// The state letter, parent pid and process group of `/proc/<pid>/stat`.
+pub fn proc_stat_fields(pid: libc::pid_t) -> Option<(u8, libc::pid_t, libc::pid_t)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: the fields follow the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.bytes().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
 }
 
 /// What `waitid` says of a child, without reaping it.
@@ -297,8 +288,5 @@ pub fn sigchld_ignored() -> bool {
 
 /// The job-control state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, …).
 pub fn proc_state(pid: libc::pid_t) -> Option<u8> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: the state follows the last ')'.
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    stat.get(close + 2).copied()
+    proc_stat_fields(pid).map(|(state, _, _)| state)
 }

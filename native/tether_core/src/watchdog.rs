@@ -1,36 +1,58 @@
 //! Keeps the watchdog program (the `tether_watchdog` binary) running and informed.
 //!
 //! No thread of ours survives a SIGKILLed VM, and `PR_SET_PDEATHSIG` reaches only direct
-//! children. So the reactor starts a small program with a pipe on its stdin and tells it every
-//! process group to guard (`+PGID\n`) and every group that is gone (`-PGID\n`). When the VM dies
-//! the kernel closes the pipe and the program SIGKILLs every guarded group.
+//! children. So the reactor starts a small program whose stdin is one end of a unix
+//! `SOCK_SEQPACKET` socket pair and tells it, one record each, every process group to guard
+//! (`+PGID`, with a pidfd of the group's leader attached by `SCM_RIGHTS`), every group that is
+//! gone (`-PGID`), and the cgroup directory every child cgroup lives in (`C<path>`). When the VM
+//! dies the kernel closes our end, `recvmsg` returns end of file, and the program kills that
+//! cgroup tree and every guarded group, then exits.
+//!
+//! With the leader's pidfd the program signals the group through `PIDFD_SIGNAL_PROCESS_GROUP`:
+//! a group stays guarded until it is empty, even after its leader was reaped, and a recycled
+//! group id is never hit.
 //!
 //! The program is itself a child of the reactor, watched through its pidfd: if it dies, the
-//! reactor starts a new one (at most once a second) and tells it every live group again.
-//! Writes never block the reactor: what the pipe does not take waits in `pending` and goes out
-//! when the pipe is writable.
+//! reactor starts a new one at once and tells it everything again. Only a program that keeps
+//! dying young (a crash loop: it guards nothing anyway) is restarted less often. Writes never
+//! block the reactor: what the socket does not take waits in `pending`.
 
-use crate::command::Command;
+use crate::command::{Command, Input};
 use crate::spawn::{self, ChildStack};
 use crate::sys;
 use nix::errno::Errno;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Shortest time between two starts of the program.
-pub const RESTART_INTERVAL: Duration = Duration::from_secs(1);
+/// A program that lived shorter than this died young.
+const YOUNG: Duration = Duration::from_secs(1);
+/// After this many young deaths in a row, restarts wait [`CRASH_LOOP_DELAY`].
+const CRASH_LOOP: u32 = 5;
+const CRASH_LOOP_DELAY: Duration = Duration::from_secs(1);
 
 struct Running {
     pid: libc::pid_t,
     pidfd: OwnedFd,
-    stdin: OwnedFd,
+    socket: OwnedFd,
+    started: Instant,
+}
+
+/// One record for the program, with the pidfd it carries.
+struct Record {
+    line: Vec<u8>,
+    fd: Option<OwnedFd>,
 }
 
 pub(crate) struct Watchdog {
     program: Option<Vec<u8>>,
     running: Option<Running>,
-    pending: Vec<u8>,
-    last_start: Option<Instant>,
+    pending: VecDeque<Record>,
+    cgroup_root: Option<PathBuf>,
+    young_deaths: u32,
+    last_exit: Option<Instant>,
 }
 
 /// What the reactor must change in its epoll set after a call.
@@ -38,7 +60,7 @@ pub(crate) struct Watchdog {
 pub(crate) struct Interest {
     /// The program's pidfd, to watch for its exit (after a start).
     pub exit: Option<RawFd>,
-    /// Its stdin: `Some(true)` to wait until writable, `Some(false)` to stop waiting.
+    /// Its socket: `Some(true)` to wait until writable, `Some(false)` to stop waiting.
     pub writable: Option<(RawFd, bool)>,
 }
 
@@ -47,8 +69,10 @@ impl Watchdog {
         Watchdog {
             program,
             running: None,
-            pending: Vec::new(),
-            last_start: None,
+            pending: VecDeque::new(),
+            cgroup_root: None,
+            young_deaths: 0,
+            last_exit: None,
         }
     }
 
@@ -66,21 +90,24 @@ impl Watchdog {
         self.running.as_ref().map(|r| r.pid)
     }
 
-    /// When a start is due but throttled, the earliest time to try again.
+    /// When a start is due: at once, or after a crash loop's delay.
     pub fn next_start(&self) -> Option<Instant> {
         if self.program.is_none() || self.running.is_some() {
             return None;
         }
-        self.last_start.map(|at| at + RESTART_INTERVAL)
+        match (self.young_deaths >= CRASH_LOOP, self.last_exit) {
+            (true, Some(at)) => Some(at + CRASH_LOOP_DELAY),
+            _ => Some(Instant::now()),
+        }
     }
 
-    /// Starts the program unless it runs or started less than [`RESTART_INTERVAL`] ago, and
-    /// tells it every group in `groups`.
-    pub fn start(
+    /// Starts the program unless it runs or a crash loop holds it back, and tells it every
+    /// group in `groups` (each with its leader's pidfd) and the cgroup root.
+    pub fn start<'a>(
         &mut self,
         stack: &mut ChildStack,
         dev_null: RawFd,
-        groups: impl Iterator<Item = i32>,
+        groups: impl Iterator<Item = (i32, RawFd)> + 'a,
     ) -> Interest {
         let Some(program) = self.program.clone() else {
             return Interest::default();
@@ -88,30 +115,44 @@ impl Watchdog {
         if self.running.is_some() || self.next_start().is_some_and(|at| at > Instant::now()) {
             return Interest::default();
         }
-        self.last_start = Some(Instant::now());
-        let mut command = Command::new([program]);
-        command.stdin = crate::command::Input::Pipe;
-        command.detach = true;
-        command.pipe_size = 0;
-        let spawned = match spawn::spawn(&command, stack, dev_null) {
-            Ok(spawned) => spawned,
+        let (ours, theirs) = match socket_pair() {
+            Ok(pair) => pair,
             Err(error) => {
                 eprintln!("tether: cannot start the watchdog: {error:?}");
+                self.last_exit = Some(Instant::now());
+                self.young_deaths += 1;
                 return Interest::default();
             }
         };
-        let Some(stdin) = spawned.stdin else {
-            return Interest::default();
+        let mut command = Command::new([program]);
+        command.stdin = Input::Fd(theirs.as_raw_fd());
+        command.detach = true;
+        command.pipe_size = 0;
+        let spawned = match spawn::spawn(&command, stack, dev_null, None) {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                eprintln!("tether: cannot start the watchdog: {error:?}");
+                self.last_exit = Some(Instant::now());
+                self.young_deaths += 1;
+                return Interest::default();
+            }
         };
+        drop(theirs);
         let exit = spawned.pidfd.as_raw_fd();
         self.running = Some(Running {
             pid: spawned.pid,
             pidfd: spawned.pidfd,
-            stdin,
+            socket: ours,
+            started: Instant::now(),
         });
         self.pending.clear();
-        for pgid in groups {
-            push_line(&mut self.pending, b'+', pgid);
+        if let Some(root) = &self.cgroup_root {
+            let mut line = b"C".to_vec();
+            line.extend_from_slice(root.as_os_str().as_bytes());
+            self.pending.push_back(Record { line, fd: None });
+        }
+        for (pgid, pidfd) in groups {
+            self.pending.push_back(guard_record(pgid, pidfd));
         }
         Interest {
             exit: Some(exit),
@@ -119,36 +160,47 @@ impl Watchdog {
         }
     }
 
-    /// Guards group `pgid` from now on.
-    pub fn guard(&mut self, pgid: i32) -> Option<(RawFd, bool)> {
-        self.send(b'+', pgid)
+    /// Tells the program (now and after every restart) where the child cgroups are.
+    pub fn set_cgroup_root(&mut self, root: PathBuf) -> Option<(RawFd, bool)> {
+        let mut line = b"C".to_vec();
+        line.extend_from_slice(root.as_os_str().as_bytes());
+        self.cgroup_root = Some(root);
+        self.send(Record { line, fd: None })
     }
 
-    /// Stops guarding group `pgid`. Call it while the group's leader is an unreaped zombie.
+    /// Guards group `pgid`, whose leader's pidfd is `leader`, from now on.
+    pub fn guard(&mut self, pgid: i32, leader: RawFd) -> Option<(RawFd, bool)> {
+        self.send(guard_record(pgid, leader))
+    }
+
+    /// Stops guarding group `pgid` (it is empty).
     pub fn release(&mut self, pgid: i32) -> Option<(RawFd, bool)> {
-        self.send(b'-', pgid)
+        self.send(Record {
+            line: format!("-{pgid}").into_bytes(),
+            fd: None,
+        })
     }
 
-    fn send(&mut self, op: u8, pgid: i32) -> Option<(RawFd, bool)> {
+    fn send(&mut self, record: Record) -> Option<(RawFd, bool)> {
         self.running.as_ref()?;
         let was_waiting = !self.pending.is_empty();
-        push_line(&mut self.pending, op, pgid);
+        self.pending.push_back(record);
         if was_waiting {
-            // Already waiting for the pipe to become writable.
+            // Already waiting for the socket to become writable.
             return None;
         }
         self.flush()
     }
 
-    /// Writes what the pipe takes. Returns a change of writable-interest, if any.
+    /// Sends what the socket takes. Returns a change of writable-interest, if any.
     pub fn flush(&mut self) -> Option<(RawFd, bool)> {
         let running = self.running.as_ref()?;
-        let fd = running.stdin.as_raw_fd();
+        let fd = running.socket.as_raw_fd();
         let had_pending = !self.pending.is_empty();
-        while !self.pending.is_empty() {
-            match sys::write(fd, &self.pending) {
-                Ok(n) => {
-                    self.pending.drain(..n);
+        while let Some(record) = self.pending.front() {
+            match send_record(fd, record) {
+                Ok(()) => {
+                    self.pending.pop_front();
                 }
                 Err(Errno::EAGAIN) => return Some((fd, true)),
                 // EPIPE: it died; its exit event restarts it and resends everything.
@@ -172,16 +224,89 @@ impl Watchdog {
         }
         if let Some(running) = self.running.take() {
             unwatch(running.pidfd.as_raw_fd());
-            unwatch(running.stdin.as_raw_fd());
+            unwatch(running.socket.as_raw_fd());
             let _ = sys::reap(running.pid);
+            if running.started.elapsed() < YOUNG {
+                self.young_deaths += 1;
+            } else {
+                self.young_deaths = 0;
+            }
         }
+        self.last_exit = Some(Instant::now());
         self.pending.clear();
         true
     }
 }
 
-fn push_line(buffer: &mut Vec<u8>, op: u8, pgid: i32) {
-    buffer.push(op);
-    buffer.extend_from_slice(pgid.to_string().as_bytes());
-    buffer.push(b'\n');
+fn guard_record(pgid: i32, leader: RawFd) -> Record {
+    // SAFETY: F_DUPFD_CLOEXEC on an open fd has no memory effects.
+    let fd = unsafe { libc::fcntl(leader, libc::F_DUPFD_CLOEXEC, 3) };
+    Record {
+        line: format!("+{pgid}").into_bytes(),
+        // SAFETY: a fresh descriptor owned by nobody else.
+        fd: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+    }
+}
+
+/// `(ours, theirs)`: a close-on-exec `SOCK_SEQPACKET` pair; our end is non-blocking.
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    sys::cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: two fresh descriptors owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    sys::set_nonblocking(&ours)?;
+    Ok((ours, theirs))
+}
+
+/// Sends one record, with its pidfd as `SCM_RIGHTS`, without blocking.
+fn send_record(socket: RawFd, record: &Record) -> Result<(), Errno> {
+    let mut iov = libc::iovec {
+        iov_base: record.line.as_ptr() as *mut libc::c_void,
+        iov_len: record.line.len(),
+    };
+    // Room for one fd's control message, aligned as cmsghdr wants.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is a valid value.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    if let Some(fd) = &record.fd {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32),
+                libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32),
+            )
+        };
+        message.msg_control = control.as_mut_ptr().cast();
+        message.msg_controllen = space as usize;
+        // SAFETY: the control buffer is 32 bytes, enough for one cmsghdr and one int; the
+        // header pointer comes from CMSG_FIRSTHDR over that buffer.
+        unsafe {
+            let header = libc::CMSG_FIRSTHDR(&message);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = len as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd.as_raw_fd());
+        }
+    }
+    loop {
+        // SAFETY: `message` points to live buffers for the duration of the call.
+        let n = unsafe { libc::sendmsg(socket, &message, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
 }

@@ -213,7 +213,10 @@ fn stop_terms_then_kills_the_group_after_the_timeout() {
         "grandchild {grandchild} survived the stop"
     );
     assert_eq!(reactor().stop_os_pid(os_pid), Err(tether_core::NoProcess));
-    assert_eq!(reactor().kill(os_pid, 9), Err(tether_core::NoProcess));
+    assert_eq!(
+        reactor().kill(os_pid, 9),
+        Err(tether_core::KillError::NoProcess)
+    );
 }
 
 #[test]

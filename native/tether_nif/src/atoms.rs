@@ -1,4 +1,9 @@
 rustler::atoms! {
+        auto,
+        required,
+        off,
+        tree_cpu_us,
+        tree_memory_peak,
     ok,
     error,
     nil,

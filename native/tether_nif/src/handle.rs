@@ -27,3 +27,18 @@ impl Drop for Handle {
         }
     }
 }
+
+/// Watches the owner of a child that has exited while its background jobs are kept
+/// (`keep_background`): when the owner dies, they are stopped. Kept alive by the child's
+/// listener inside the event loop until the jobs are gone; created on the reactor thread.
+pub struct OwnerWatch {
+    pub id: u64,
+    pub reactor: Reactor,
+}
+
+#[rustler::resource_impl]
+impl Resource for OwnerWatch {
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        self.reactor.stop_left_behind(self.id);
+    }
+}

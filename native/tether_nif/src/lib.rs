@@ -17,7 +17,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 use std::sync::{Arc, OnceLock};
 use tether_core::{signal, Reactor, State, WriteError};
 
-static REACTOR: OnceLock<Reactor> = OnceLock::new();
+pub(crate) static REACTOR: OnceLock<Reactor> = OnceLock::new();
 
 fn reactor() -> &'static Reactor {
     REACTOR.get().expect("the reactor starts in load")
@@ -73,7 +73,7 @@ fn start_or_adopt<'a>(
     let (command, routes) = spec.into_command(process)?;
     let detach = command.detach;
     let reply = listener::Reply::new(owner, reply_ref);
-    let listener = Box::new(BeamListener::new(routes, reply));
+    let listener = Box::new(BeamListener::new(routes, reply, owner));
     let id = match adopt {
         None => reactor().spawn(command, listener, Arc::new(process)),
         Some(pid) => reactor().adopt(pid, command, listener, Arc::new(process)),
@@ -112,8 +112,15 @@ fn kill(env: Env, os_pid: u32, signal: i32) -> rustler::NifResult<Term> {
     if !signal::is_valid(signal) {
         return Err(rustler::Error::BadArg);
     }
-    let result = reactor().kill(os_pid, signal).map(|()| atoms::ok());
-    Ok(ok_or_no_process(env, result))
+    Ok(match reactor().kill(os_pid, signal) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(tether_core::KillError::NoProcess) => no_process(env),
+        Err(tether_core::KillError::Os(errno)) => {
+            let reason = tether_core::SpawnError::Os(errno).name();
+            let reason = Atom::from_str(env, &reason).unwrap_or(atoms::error());
+            (atoms::error(), reason).encode(env)
+        }
+    })
 }
 
 #[rustler::nif]
@@ -246,10 +253,53 @@ fn configure(
     atoms::ok()
 }
 
-/// The number of live children.
+/// The number of running children.
 #[rustler::nif]
 fn count() -> usize {
     reactor().registry().len()
+}
+
+/// `{exited, draining}`: children that exited and still owe output to a passive stream, and
+/// exited children whose background jobs are still alive.
+#[rustler::nif]
+fn leftovers() -> (usize, Vec<u32>) {
+    (reactor().registry().exited_len(), reactor().draining())
+}
+
+/// Chooses cgroup containment (`mode`: `:auto`, `:required` or `:off`; `base`: nil for the VM's
+/// own cgroup). `{:ok, path | nil}` or `{:error, reason}` (a string) when required and
+/// impossible.
+#[rustler::nif]
+fn configure_cgroups<'a>(
+    env: Env<'a>,
+    mode: Atom,
+    base: Option<String>,
+) -> rustler::NifResult<Term<'a>> {
+    let mode = if mode == atoms::auto() {
+        tether_core::cgroup::Mode::Auto
+    } else if mode == atoms::required() {
+        tether_core::cgroup::Mode::Required
+    } else if mode == atoms::off() {
+        tether_core::cgroup::Mode::Off
+    } else {
+        return Err(rustler::Error::BadArg);
+    };
+    let path_string = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    Ok(
+        match reactor().configure_cgroups(mode, base.map(Into::into)) {
+            Ok(path) => (atoms::ok(), path.map(path_string)).encode(env),
+            Err(reason) => (atoms::error(), reason).encode(env),
+        },
+    )
+}
+
+/// `{:ok, path}` where child cgroups are made, or `{:error, reason}` (a string) why none are.
+#[rustler::nif]
+fn cgroups(env: Env) -> Term {
+    match reactor().cgroups() {
+        Ok(path) => (atoms::ok(), path.to_string_lossy().into_owned()).encode(env),
+        Err(reason) => (atoms::error(), reason).encode(env),
+    }
 }
 
 #[rustler::nif]

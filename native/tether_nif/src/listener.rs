@@ -6,7 +6,8 @@
 use crate::atoms;
 use crate::spec::Routes;
 use rustler::env::SavedTerm;
-use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, Term};
+use crate::handle::OwnerWatch;
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, ResourceArc, Term};
 use std::cell::RefCell;
 use tether_core::{signal, Counters, Errno, ExitStatus, Listener, SpawnError, Stream, Usage};
 
@@ -66,6 +67,14 @@ fn encode_exit_info(env: Env, usage: Option<Usage>, counters: Counters) -> Term 
                 )
             })
             .and_then(|m| m.map_put(atoms::max_rss(), usage.max_rss))
+            .and_then(|m| match usage.tree_cpu_usec {
+                Some(us) => m.map_put(atoms::tree_cpu_us(), us),
+                None => Ok(m),
+            })
+            .and_then(|m| match usage.tree_memory_peak {
+                Some(bytes) => m.map_put(atoms::tree_memory_peak(), bytes),
+                None => Ok(m),
+            })
             .unwrap_or(map),
     }
 }
@@ -100,13 +109,19 @@ impl Reply {
 pub struct BeamListener {
     routes: Routes,
     reply: Option<Reply>,
+    /// The process that called `run/2`.
+    owner: LocalPid,
+    /// While kept background jobs live on: the monitor of the owner.
+    owner_watch: Option<ResourceArc<OwnerWatch>>,
 }
 
 impl BeamListener {
-    pub fn new(routes: Routes, reply: Reply) -> BeamListener {
+    pub fn new(routes: Routes, reply: Reply, owner: LocalPid) -> BeamListener {
         BeamListener {
             routes,
             reply: Some(reply),
+            owner,
+            owner_watch: None,
         }
     }
 }
@@ -192,6 +207,22 @@ impl Listener for BeamListener {
                 (atoms::tether_passive(), os_pid, tag).encode(env)
             });
         }
+    }
+
+    fn keep_while_owner_lives(&mut self, id: u64) -> bool {
+        let Some(reactor) = crate::REACTOR.get() else {
+            return false;
+        };
+        let watch = ResourceArc::new(OwnerWatch {
+            id,
+            reactor: reactor.clone(),
+        });
+        // From the reactor thread, without an env; fails if the owner is already gone.
+        if watch.monitor(None, &self.owner).is_none() {
+            return false;
+        }
+        self.owner_watch = Some(watch);
+        true
     }
 
     fn exited(

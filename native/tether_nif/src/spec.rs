@@ -40,6 +40,10 @@ pub struct Spec<'a> {
     /// Flow control: messages each stream may send before going passive (nil: no limit).
     stdout_credit: Option<u64>,
     stderr_credit: Option<u64>,
+    /// After the exit, leave its background jobs running while the owner lives.
+    keep_background: bool,
+    /// `[{file, value}]`: cgroup interface files for the child's cgroup.
+    cgroup_limits: Term<'a>,
 }
 
 /// Where one child's events go.
@@ -158,6 +162,7 @@ impl Spec<'_> {
         let env: Vec<Term> = proper_list(self.env)?;
         let stop: Vec<Term> = proper_list(self.stop)?;
         let rlimits: Vec<Term> = proper_list(self.rlimits)?;
+        let cgroup_limits: Vec<(String, String)> = proper_list(self.cgroup_limits)?;
         let (stdout, stdout_to) = output(self.stdout, process)?;
         let (stderr, stderr_to) = output(self.stderr, process)?;
         let mut command = Command::new(argv.iter().map(|a| a.to_vec()));
@@ -180,6 +185,8 @@ impl Spec<'_> {
         command.pipe_size = self.pipe_size;
         command.stdout_credit = self.stdout_credit;
         command.stderr_credit = self.stderr_credit;
+        command.keep_background = self.keep_background;
+        command.cgroup_limits = cgroup_limits;
         let routes = Routes {
             process,
             stdout: stdout_to,

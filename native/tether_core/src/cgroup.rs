@@ -1,0 +1,262 @@
+//! cgroup v2 containment: a cgroup per child, so nothing it starts escapes — not a `setsid`
+//! daemon, not a double fork, not a process that changed its group.
+//!
+//! Layout: `<base>/tether-<vm os_pid>/c<child id>`, where `<base>` is the VM's own cgroup in the
+//! cgroup2 hierarchy (found in `/proc/self/mountinfo` and `/proc/self/cgroup`) or a configured
+//! directory. The VM itself stays where it is. The child joins its cgroup between `clone` and
+//! `execve` (it writes `0` to `cgroup.procs`), so everything it starts is born inside.
+//! Stopping a child kills its whole cgroup (`cgroup.kill`, Linux ≥ 5.14; before that, every
+//! process listed in `cgroup.procs`, through a pidfd checked to be in the cgroup). When the VM
+//! dies, the watchdog kills `tether-<vm os_pid>`, which kills every child cgroup at once.
+//!
+//! Zombies do not count as members (`cgroup.events` says `populated 0` once every process has
+//! exited, reaped or not), and an empty cgroup is removed.
+
+use nix::errno::Errno;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// How cgroups are chosen (`config :tether, cgroups:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Use them where the hierarchy is writable, else run without.
+    Auto,
+    /// Use them or fail.
+    Required,
+    /// Never.
+    Off,
+}
+
+/// Per-child limits, each a cgroup interface file and its value (`memory.max`, `pids.max`,
+/// `cpu.max`).
+pub type Limits = Vec<(String, String)>;
+
+/// The directory every child cgroup of this VM lives in.
+#[derive(Debug)]
+pub struct Root {
+    pub path: PathBuf,
+    /// Controllers enabled for the children (`memory`, `pids`, `cpu`…), for limits.
+    pub controllers: Vec<String>,
+}
+
+/// One child's cgroup.
+#[derive(Debug)]
+pub struct Cgroup {
+    pub path: PathBuf,
+    /// `<path>/cgroup.procs`, for the child to write itself into before `execve`.
+    pub procs: CString,
+}
+
+/// Usage of a cgroup's whole tree, read before it is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// `cpu.stat`'s `usage_usec`: CPU time of every process that ever ran in it.
+    pub cpu_usec: Option<u64>,
+    /// `memory.peak`, where the memory controller is enabled.
+    pub memory_peak: Option<u64>,
+}
+
+/// Where cgroup2 is mounted, from `/proc/self/mountinfo`.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(mount))
+    })
+}
+
+/// The VM's own cgroup2 path (`0::/path`), from `/proc/self/cgroup`.
+fn own_cgroup(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The base directory for `tether-<pid>`: the configured one, or the VM's own cgroup.
+pub fn default_base() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mount = cgroup2_mount(&mountinfo).ok_or("no cgroup2 hierarchy is mounted")?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = own_cgroup(&cgroup).ok_or("this process is in no cgroup2 cgroup")?;
+    Ok(mount.join(own.trim().trim_start_matches('/')))
+}
+
+impl Root {
+    /// Creates (or reuses) `<base>/tether-<our pid>` and enables for its children every
+    /// controller it can; removes the empty `tether-*` directories of VMs that are gone.
+    pub fn create(base: &Path) -> Result<Root, String> {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        remove_stale(base);
+        let path = base.join(format!("tether-{pid}"));
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+        }
+        if !path.join("cgroup.procs").exists() {
+            let _ = std::fs::remove_dir(&path);
+            return Err(format!("{} is not a cgroup2 directory", base.display()));
+        }
+        let available = std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default();
+        let controllers: Vec<String> = available
+            .split_whitespace()
+            .filter(|c| ["cpu", "memory", "pids"].contains(c))
+            .filter(|c| std::fs::write(path.join("cgroup.subtree_control"), format!("+{c}")).is_ok())
+            .map(String::from)
+            .collect();
+        Ok(Root { path, controllers })
+    }
+
+    /// A new, empty cgroup for child `id`, with `limits` applied. A limit whose controller is
+    /// not enabled here is refused with `ENOTSUP` (nothing is silently ignored).
+    pub fn child(&self, id: u64, limits: &Limits) -> Result<Cgroup, Errno> {
+        let path = self.path.join(format!("c{id}"));
+        std::fs::create_dir(&path).map_err(io_errno)?;
+        let procs = CString::new(path.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| Errno::EINVAL)?;
+        let cgroup = Cgroup { path, procs };
+        for (file, value) in limits {
+            let target = cgroup.path.join(file);
+            if !target.exists() {
+                cgroup.remove();
+                return Err(Errno::ENOTSUP);
+            }
+            if let Err(e) = std::fs::write(&target, value) {
+                cgroup.remove();
+                return Err(io_errno(e));
+            }
+        }
+        Ok(cgroup)
+    }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Removes the empty `tether-<pid>` trees of VMs that no longer run.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("tether-")) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        if let Ok(children) = std::fs::read_dir(entry.path()) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(entry.path());
+    }
+}
+
+impl Cgroup {
+    /// Whether a live process is in it.
+    pub fn populated(&self) -> bool {
+        std::fs::read_to_string(self.path.join("cgroup.events"))
+            .map(|events| events.lines().any(|l| l == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// The pids it lists (live processes; a zombie may still be listed for a moment).
+    pub fn members(&self) -> Vec<libc::pid_t> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Sends `signal` to every member but `leader` and the members of group `skip_group`
+    /// (they were signalled already). SIGKILL uses `cgroup.kill` where the kernel has it.
+    pub fn signal_members(&self, signal: i32, leader: libc::pid_t, skip_group: Option<i32>) {
+        if signal == libc::SIGKILL && std::fs::write(self.path.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        for pid in self.members() {
+            // SAFETY: getpgid has no memory effects.
+            if pid == leader || skip_group.is_some_and(|g| unsafe { libc::getpgid(pid) } == g) {
+                continue;
+            }
+            // Pin the process first, then check that it is ours: a pid recycled after the read
+            // of cgroup.procs is somebody else's and is left alone.
+            let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+                continue;
+            };
+            if self.contains(pid) {
+                let target = crate::guard::Target::Process {
+                    pid,
+                    pidfd: pidfd.as_raw_fd(),
+                };
+                let _ = crate::guard::send(target, signal);
+            }
+        }
+    }
+
+    /// Whether `pid` is in this cgroup now.
+    fn contains(&self, pid: libc::pid_t) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        let Some(own) = own_cgroup(&text) else {
+            return false;
+        };
+        self.path.ends_with(own.trim().trim_start_matches('/'))
+    }
+
+    /// Its `cgroup.events`, opened for epoll (`EPOLLPRI` when `populated` changes).
+    pub fn events(&self) -> Result<OwnedFd, Errno> {
+        let path = CString::new(self.path.join("cgroup.events").as_os_str().as_bytes())
+            .map_err(|_| Errno::EINVAL)?;
+        // SAFETY: `path` is NUL-terminated; the fd is owned just below.
+        let fd = crate::sys::cvt(unsafe {
+            libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+        })?;
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// CPU time and peak memory of everything that ran in it.
+    pub fn stats(&self) -> Stats {
+        let read = |file: &str| std::fs::read_to_string(self.path.join(file)).ok();
+        Stats {
+            cpu_usec: read("cpu.stat").and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .and_then(|v| v.trim().parse().ok())
+            }),
+            memory_peak: read("memory.peak").and_then(|s| s.trim().parse().ok()),
+        }
+    }
+
+    /// Removes it (it must be empty of live processes).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_mount_and_our_cgroup() {
+        let mountinfo = "24 1 0:22 / /proc rw - proc proc rw\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("24 1 0:22 / /proc rw - proc proc rw\n"), None);
+        assert_eq!(own_cgroup("4:memory:/x\n0::/user.slice/a\n"), Some("/user.slice/a"));
+        assert_eq!(own_cgroup("4:memory:/x\n"), None);
+    }
+}

@@ -1,0 +1,300 @@
+//! The one place that sends signals.
+//!
+//! Every signal Tether sends — `kill/2`, the steps of a stop, the SIGKILL of a group whose
+//! leader was stopped, the watchdog's last act excepted (a separate program with its own copy
+//! of the same rules) — goes through [`send`]. It refuses, whatever the caller asks:
+//! - pid or group numbers ≤ 1 (`kill(0)` is our own group, `kill(-1)` every process, pid 1 init);
+//! - the VM's own pid and its own process group.
+//!
+//! A process is addressed through its pidfd, so a recycled pid is never hit. A group is
+//! addressed through its leader's pidfd with `PIDFD_SIGNAL_PROCESS_GROUP` (Linux ≥ 6.9): it
+//! reaches the group the leader created even after the leader was reaped, and never a later
+//! group that reuses the number, nor the group the leader moved into. Older kernels fall back
+//! to `kill(-pgid)`, which is exact while the leader is unreaped (its zombie pins the number).
+
+use crate::cgroup::Cgroup;
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` from `<linux/pidfd.h>` (not in libc's headers yet).
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// What a signal is sent to.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// One process, through its pidfd.
+    Process { pid: libc::pid_t, pidfd: RawFd },
+    /// A process group, through its leader's pidfd.
+    Group { pgid: libc::pid_t, leader_pidfd: RawFd },
+}
+
+/// Whether `pid` (a process or a group id) may ever be signalled by Tether.
+pub fn allowed(pid: libc::pid_t) -> bool {
+    // SAFETY: getpid and getpgrp have no preconditions.
+    let (own_pid, own_group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+    pid > 1 && pid != own_pid && pid != own_group
+}
+
+/// Sends `signal` (0..=64; 0 only checks) to `target`, or refuses with `EPERM` (see the module
+/// documentation) or `EINVAL` (no such signal).
+pub fn send(target: Target, signal: i32) -> Result<(), Errno> {
+    if !(0..=crate::signal::MAX).contains(&signal) {
+        return Err(Errno::EINVAL);
+    }
+    match target {
+        Target::Process { pid, pidfd } => {
+            if !allowed(pid) {
+                return Err(Errno::EPERM);
+            }
+            pidfd_send_signal(pidfd, signal, 0)
+        }
+        Target::Group { pgid, leader_pidfd } => {
+            if !allowed(pgid) {
+                return Err(Errno::EPERM);
+            }
+            if group_flag_supported() {
+                match pidfd_send_signal(leader_pidfd, signal, PIDFD_SIGNAL_PROCESS_GROUP) {
+                    Err(Errno::EINVAL) => GROUP_FLAG.store(NO, Ordering::Relaxed),
+                    other => return other,
+                }
+            }
+            // SAFETY: kill(2) with a negative pid (a group, > 1 as checked) has no memory effects.
+            crate::sys::cvt(unsafe { libc::kill(-pgid, signal) }).map(drop)
+        }
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+static GROUP_FLAG: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether the kernel takes `PIDFD_SIGNAL_PROCESS_GROUP` (Linux ≥ 6.9), probed once.
+pub fn group_flag_supported() -> bool {
+    match GROUP_FLAG.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            // Signal 0 to our own group through our own pidfd: EINVAL means the flag is unknown.
+            // SAFETY: getpid has no preconditions.
+            let supported = crate::sys::pidfd_open(unsafe { libc::getpid() })
+                .map(|fd| pidfd_send_signal(fd.as_raw_fd(), 0, PIDFD_SIGNAL_PROCESS_GROUP))
+                .is_ok_and(|r| r != Err(Errno::EINVAL));
+            GROUP_FLAG.store(if supported { YES } else { NO }, Ordering::Relaxed);
+            supported
+        }
+    }
+}
+
+fn pidfd_send_signal(pidfd: RawFd, signal: i32, flags: libc::c_uint) -> Result<(), Errno> {
+    // SAFETY: the syscall takes a pidfd, a signal, a null siginfo and flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    crate::sys::cvt(ret as libc::c_int).map(drop)
+}
+
+/// Everything one child's signals reach: the child itself, the group it leads or joined, and
+/// its cgroup. Shared by the event loop and the registry, so both signal through one place.
+#[derive(Debug)]
+pub struct Targets {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    pub group: Option<Group>,
+    /// `kill/2` and the steps of a stop address the group, not the child alone.
+    pub kill_group: bool,
+    pub cgroup: Option<Cgroup>,
+}
+
+/// A child's process group.
+#[derive(Debug)]
+pub struct Group {
+    pub pgid: libc::pid_t,
+    /// A pidfd of the group's leader when the child joined another child's group; `None` when
+    /// the child leads it (its own pidfd serves).
+    pub leader: Option<OwnedFd>,
+}
+
+/// Which of a child's targets a signal goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// `kill/2`: the child, and its group with `kill_group`.
+    Kill,
+    /// A stop step: as [`Reach::Kill`], and every other process of its cgroup.
+    Stop,
+    /// After the child's exit: what is left of the group it led, and of its cgroup.
+    Drain,
+}
+
+impl Targets {
+    /// A child that is signalled alone.
+    pub fn process(pid: libc::pid_t, pidfd: OwnedFd) -> Targets {
+        Targets {
+            pid,
+            pidfd,
+            group: None,
+            kill_group: false,
+            cgroup: None,
+        }
+    }
+
+    /// The group it leads, as a signal target.
+    fn led_group(&self) -> Option<Target> {
+        let group = self.group.as_ref().filter(|g| g.leader.is_none())?;
+        Some(Target::Group {
+            pgid: group.pgid,
+            leader_pidfd: self.pidfd.as_raw_fd(),
+        })
+    }
+
+    /// The group that `kill/2` and stops address, as a signal target.
+    fn signalled_group(&self) -> Option<Target> {
+        let group = self.group.as_ref().filter(|_| self.kill_group)?;
+        let leader = group.leader.as_ref().unwrap_or(&self.pidfd);
+        Some(Target::Group {
+            pgid: group.pgid,
+            leader_pidfd: leader.as_raw_fd(),
+        })
+    }
+
+    /// Sends `signal` as far as `reach` says. The child itself is always reached, also when it
+    /// moved out of its group. A group or a process that is already gone is not an error; a
+    /// refused target is.
+    pub fn signal(&self, signal: i32, reach: Reach) -> Result<(), Errno> {
+        let own = Target::Process {
+            pid: self.pid,
+            pidfd: self.pidfd.as_raw_fd(),
+        };
+        let group = match reach {
+            Reach::Drain => self.led_group(),
+            Reach::Kill | Reach::Stop => self.signalled_group(),
+        };
+        let mut result = Ok(());
+        if let Some(group) = group {
+            result = ignore_gone(send(group, signal));
+        }
+        if reach != Reach::Drain {
+            let pgid = self.group.as_ref().map(|g| g.pgid);
+            // SAFETY: getpgid has no memory effects; for a reaped pid the pidfd signal below
+            // only fails with ESRCH.
+            let in_group = group.is_some() && pgid == Some(unsafe { libc::getpgid(self.pid) });
+            if !in_group {
+                result = result.and(ignore_gone(send(own, signal)));
+            }
+        }
+        if let (Reach::Stop | Reach::Drain, Some(cgroup)) = (reach, self.cgroup.as_ref()) {
+            let skip_group = group.and(self.group.as_ref().map(|g| g.pgid));
+            cgroup.signal_members(signal, self.pid, skip_group);
+        }
+        result
+    }
+
+    /// Sends one signal of a stop sequence. Any signal but SIGKILL and SIGCONT is followed by
+    /// SIGCONT: a job-control stopped process acts on it only once continued.
+    pub fn stop_signal(&self, signal: i32, reach: Reach) -> Result<(), Errno> {
+        let result = self.signal(signal, reach);
+        if signal != libc::SIGKILL && signal != libc::SIGCONT {
+            let _ = self.signal(libc::SIGCONT, reach);
+        }
+        result
+    }
+
+    /// Whether anything the child started is still alive once the child itself is reaped: a
+    /// process of its cgroup, or a live (not zombie) member of the group it led.
+    pub fn remains(&self) -> bool {
+        if self.cgroup.as_ref().is_some_and(Cgroup::populated) {
+            return true;
+        }
+        match self.led_group() {
+            Some(group @ Target::Group { pgid, .. }) => {
+                send(group, 0).is_ok() && crate::sys::group_has_live_member(pgid)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A process that is gone (reaped or exited) is not an error for its signaller.
+fn ignore_gone(result: Result<(), Errno>) -> Result<(), Errno> {
+    match result {
+        Err(Errno::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_init_everyone_or_ourselves() {
+        // SAFETY: getpid and getpgrp have no preconditions.
+        let (own_pid, own_group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+        let own_fd = crate::sys::pidfd_open(own_pid).unwrap();
+        let fd = own_fd.as_raw_fd();
+        for pid in [i32::MIN, -1, 0, 1, own_pid, own_group] {
+            for signal in [0, libc::SIGKILL] {
+                let process = Target::Process { pid, pidfd: fd };
+                let group = Target::Group {
+                    pgid: pid,
+                    leader_pidfd: fd,
+                };
+                assert_eq!(send(process, signal), Err(Errno::EPERM), "pid {pid}");
+                assert_eq!(send(group, signal), Err(Errno::EPERM), "group {pid}");
+            }
+        }
+        assert!(!allowed(own_pid) && !allowed(1) && !allowed(0) && !allowed(-1));
+    }
+
+    #[test]
+    fn bad_signals_are_refused() {
+        let target = Target::Process {
+            pid: 999_999,
+            pidfd: -1,
+        };
+        assert_eq!(send(target, -1), Err(Errno::EINVAL));
+        assert_eq!(send(target, 65), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn a_group_is_reached_after_its_leader_is_reaped() {
+        // sh leads a new group, starts a background sleep and exits.
+        let mut child = std::process::Command::new("/bin/sh");
+        child.args(["-c", "sleep 30 & echo $!"]);
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        child.stdout(std::process::Stdio::piped());
+        let child = child.spawn().unwrap();
+        let leader = child.id() as libc::pid_t;
+        let pidfd = crate::sys::pidfd_open(leader).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let sleeper: libc::pid_t = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        let targets = Targets {
+            pid: leader,
+            pidfd,
+            group: Some(Group {
+                pgid: leader,
+                leader: None,
+            }),
+            kill_group: true,
+            cgroup: None,
+        };
+        assert!(targets.remains(), "the background sleep lives on");
+        targets.signal(libc::SIGKILL, Reach::Drain).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while crate::sys::proc_state(sleeper).is_some_and(|s| s != b'Z') {
+            assert!(std::time::Instant::now() < deadline, "sleep survived");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!targets.remains());
+    }
+}
