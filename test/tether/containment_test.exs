@@ -1,0 +1,290 @@
+defmodule Tether.ContainmentTest do
+  # The escape matrix of README's guarantees table: each way a process started by a child can
+  # try to outlive it, under each death, with cgroups on and forced off. Every escapee prints
+  # its pid; the test checks /proc (a zombie counts as gone).
+  use ExUnit.Case, async: false
+  import Tether.OsHelpers
+
+  @moduletag timeout: 180_000
+
+  # Each sets `p` to the pid of a process that tries to escape.
+  @escapes [
+    background_job: "sleep 1000 >/dev/null 2>&1 & p=$!",
+    nohup: "nohup sleep 1000 >/dev/null 2>&1 & p=$!",
+    subshell_double_fork: "p=$( (sleep 1000 >/dev/null 2>&1 & echo $!) )",
+    setsid: "setsid sleep 1000 >/dev/null 2>&1 & p=$!",
+    double_fork_setsid: "p=$( (setsid sleep 1000 >/dev/null 2>&1 & echo $!) )",
+    bash_set_m: "p=$(bash -c 'set -m; sleep 1000 >/dev/null 2>&1 & echo $!')",
+    # Parent and child both move the child into a group of its own (as shells do: whichever
+    # runs first), before the parent tells its pid.
+    perl_setpgrp:
+      ~S[p=$(perl -e 'if ($p = fork) { setpgrp($p, $p); print "$p\n"; exit } setpgrp(0, 0); open STDOUT, ">/dev/null"; exec "sleep", 1000')]
+  ]
+
+  # Runs an escape, waits until the escapee runs `sleep` (its setsid/setpgid is then done) and
+  # prints its pid.
+  defp escape_command(snippet) do
+    ~s{#{snippet}; until [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ]; do :; done; echo $p}
+  end
+
+  # Without cgroups these leave the child's process group, and nothing else can find them.
+  @escape_without_cgroups [:setsid, :double_fork_setsid, :bash_set_m, :perl_setpgrp]
+
+  setup_all do
+    {:ok, path} = Tether.Native.cgroups()
+    on_exit(fn -> Tether.Native.configure_cgroups(:auto, nil) end)
+    %{cgroup_root: path}
+  end
+
+  setup do
+    with_cgroups(:on)
+    :ok
+  end
+
+  defp with_cgroups(:on), do: {:ok, _} = Tether.Native.configure_cgroups(:auto, nil)
+  defp with_cgroups(:off), do: {:ok, nil} = Tether.Native.configure_cgroups(:off, nil)
+
+  # Starts `snippet` (then exits, or stays with `then_sleep`), returns {os_pid, escapee pid}.
+  defp start_escape(snippet, then_sleep, options \\ []) do
+    command = escape_command(snippet) <> if(then_sleep, do: "; exec sleep 1000", else: "")
+    {:ok, _, os_pid} = Tether.run(command, [:stdout, :monitor, kill_timeout: 1] ++ options)
+    {os_pid, String.to_integer(first_line(os_pid))}
+  end
+
+  defp expected_survivors(:on, _name), do: []
+
+  defp expected_survivors(:off, name),
+    do: if(name in @escape_without_cgroups, do: [name], else: [])
+
+  # The names of the escapees still alive once the others are gone (3 s at most).
+  defp survivors(escapees) do
+    left = wait_gone(Keyword.values(escapees))
+    for {name, pid} <- escapees, pid in left, do: name
+  end
+
+  defp kill_leftovers(pids) do
+    Enum.each(pids, &System.cmd("kill", ["-9", "#{&1}"], stderr_to_stdout: true))
+  end
+
+  for mode <- [:on, :off] do
+    describe "cgroups #{mode}" do
+      setup do
+        with_cgroups(unquote(mode))
+        :ok
+      end
+
+      test "the leader exits on its own: what it started is stopped after its :DOWN" do
+        results =
+          for {name, snippet} <- @escapes do
+            {os_pid, escapee} = start_escape(snippet, false)
+            assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000
+            {name, escapee}
+          end
+
+        survivors = survivors(results)
+        on_exit(fn -> kill_leftovers(Keyword.values(results)) end)
+
+        assert Enum.sort(survivors) ==
+                 Enum.sort(
+                   Enum.flat_map(@escapes, &expected_survivors(unquote(mode), elem(&1, 0)))
+                 )
+      end
+
+      test "stop/1 stops the child and everything it started" do
+        results =
+          for {name, snippet} <- @escapes do
+            {os_pid, escapee} = start_escape(snippet, true)
+            assert Tether.stop(os_pid) == :ok
+            assert_receive {:DOWN, ^os_pid, :process, _, {:signal, :sigterm, false}}, 5000
+            {name, escapee}
+          end
+
+        survivors = survivors(results)
+        on_exit(fn -> kill_leftovers(Keyword.values(results)) end)
+
+        assert Enum.sort(survivors) ==
+                 Enum.sort(
+                   Enum.flat_map(@escapes, &expected_survivors(unquote(mode), elem(&1, 0)))
+                 )
+      end
+
+      test "owner death stops the child and everything it started" do
+        test = self()
+
+        owner =
+          spawn(fn ->
+            results =
+              for {name, snippet} <- @escapes do
+                {_os_pid, escapee} = start_escape(snippet, true)
+                {name, escapee}
+              end
+
+            send(test, {:results, results})
+            receive do: (:exit -> :ok)
+          end)
+
+        assert_receive {:results, results}, 10_000
+        send(owner, :exit)
+        survivors = survivors(results)
+        on_exit(fn -> kill_leftovers(Keyword.values(results)) end)
+
+        assert Enum.sort(survivors) ==
+                 Enum.sort(
+                   Enum.flat_map(@escapes, &expected_survivors(unquote(mode), elem(&1, 0)))
+                 )
+      end
+    end
+  end
+
+  test "{:background_jobs, :keep} leaves them running while the owner lives, visibly" do
+    test = self()
+
+    owner =
+      spawn(fn ->
+        {os_pid, escapee} = start_escape(@escapes[:background_job], false, background_jobs: :keep)
+        assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000
+        send(test, {:started, os_pid, escapee})
+        receive do: (:exit -> :ok)
+      end)
+
+    assert_receive {:started, os_pid, escapee}, 10_000
+    assert alive?(escapee)
+    assert Tether.info(os_pid).background_jobs == :running
+    assert Tether.info().background >= 1
+    assert Tether.which_processes() |> Enum.member?(os_pid) == false
+    send(owner, :exit)
+    assert wait_gone(escapee) == []
+    assert wait_until(fn -> Tether.info(os_pid).background_jobs == :none end)
+  end
+
+  test "a group changer is stopped like anyone else: stop/1 ends in a :DOWN" do
+    # The child itself moves into the VM's process group.
+    command = [
+      "perl",
+      "-e",
+      ~S"$| = 1; setpgrp(0, getpgrp(getppid())); print qq(moved\n); sleep 1000"
+    ]
+
+    {:ok, _, os_pid} = Tether.run(command, [:stdout, :monitor, kill_timeout: 1])
+    assert first_line(os_pid) == "moved"
+    assert Tether.kill(os_pid, 0) == :ok
+    assert Tether.stop(os_pid) == :ok
+    assert_receive {:DOWN, ^os_pid, :process, _, {:signal, :sigterm, false}}, 5000
+  end
+
+  test "a child's cgroup is its own, and it is removed once empty", %{cgroup_root: root} do
+    command = "grep ^0:: /proc/self/cgroup; exec sleep 1000"
+    {:ok, _, os_pid} = Tether.run(command, [:stdout, :monitor])
+    "0::" <> path = first_line(os_pid)
+    own = Path.join(root, Path.basename(path))
+    assert String.ends_with?(root, Path.dirname(path))
+    assert File.read!(Path.join(own, "cgroup.procs")) == "#{os_pid}\n"
+    Tether.stop(os_pid)
+    assert_receive {:DOWN, ^os_pid, :process, _, _}, 5000
+    assert wait_until(fn -> not File.exists?(own) end)
+  end
+
+  test "cgroup limits are refused where their controller is not enabled", %{cgroup_root: root} do
+    controllers = File.read!(Path.join(root, "cgroup.subtree_control"))
+
+    unless controllers =~ "pids" do
+      assert Tether.run(["true"], cgroup_limits: [pids_max: 10]) ==
+               {:error, :cgroup_limits_unavailable}
+    end
+
+    assert_raise ArgumentError, ~r/cgroup_limits/, fn ->
+      Tether.run(["true"], cgroup_limits: [pids_max: 0])
+    end
+
+    with_cgroups(:off)
+
+    assert Tether.run(["true"], cgroup_limits: [memory_max: 1_073_741_824]) ==
+             {:error, :cgroup_limits_unavailable}
+  after
+    with_cgroups(:on)
+  end
+
+  # ── VM death ───────────────────────────────────────────────────────────────────────────
+
+  defp vm_scenario(cgroups, action) do
+    commands = inspect(for {_, snippet} <- @escapes, do: escape_command(snippet))
+
+    """
+    Application.put_env(:tether, :cgroups, #{cgroups})
+    {:ok, _} = Application.ensure_all_started(:tether)
+    pids = for command <- #{commands} do
+      {:ok, _, os_pid} = Tether.run(command <> "; exec sleep 1000", [:stdout])
+      receive do {:stdout, ^os_pid, line} -> line |> String.split() |> hd() end
+    end
+    IO.puts("ESCAPEES " <> Enum.join(pids, " "))
+    #{action}
+    IO.puts("READY")
+    Process.sleep(:infinity)
+    """
+  end
+
+  # The scenario VM is detached from this one, so only its own defences can clean up.
+  defp run_vm(code) do
+    ebin = Path.join(:code.lib_dir(:tether), "ebin")
+
+    {:ok, _, vm} =
+      Tether.run(["elixir", "-pa", ebin, "-e", code], [:stdout, :monitor, detach: true])
+
+    on_exit(fn -> System.cmd("kill", ["-9", "#{vm}"], stderr_to_stdout: true) end)
+
+    {vm, read_lines(vm, %{})}
+  end
+
+  defp read_lines(vm, acc) do
+    receive do
+      {:stdout, ^vm, data} ->
+        acc =
+          data
+          |> String.split("\n", trim: true)
+          |> Enum.reduce(acc, fn line, acc ->
+            [key | values] = String.split(line)
+            Map.put(acc, key, Enum.map(values, &String.to_integer/1))
+          end)
+
+        if Map.has_key?(acc, "READY"), do: acc, else: read_lines(vm, acc)
+    after
+      30_000 -> flunk("the scenario VM did not report: #{inspect(acc)}")
+    end
+  end
+
+  for {cgroups, survivors} <- [{true, []}, {false, @escape_without_cgroups}] do
+    test "VM SIGKILL (cgroups #{cgroups}): what every child started dies with the VM" do
+      {vm, report} = run_vm(vm_scenario(unquote(cgroups), ""))
+      escapees = Enum.zip(Keyword.keys(@escapes), report["ESCAPEES"])
+      on_exit(fn -> kill_leftovers(report["ESCAPEES"]) end)
+      System.cmd("kill", ["-9", "#{vm}"])
+      assert_receive {:DOWN, ^vm, :process, _, {:signal, :sigkill, false}}, 5000
+      left = survivors(escapees)
+      assert Enum.sort(left) == Enum.sort(unquote(survivors))
+    end
+  end
+
+  test "the watchdog killed twice in a row, then the VM SIGKILLed: nothing is left" do
+    action = """
+    kill_watchdog = fn old ->
+      System.cmd("kill", ["-9", Integer.to_string(old)])
+      wait = fn wait -> case Tether.Native.watchdog_os_pid() do
+        pid when pid in [nil, old] -> Process.sleep(1); wait.(wait)
+        pid -> pid
+      end end
+      wait.(wait)
+    end
+    first = Tether.Native.watchdog_os_pid()
+    second = kill_watchdog.(first)
+    third = kill_watchdog.(second)
+    IO.puts("WATCHDOGS \#{first} \#{second} \#{third}")
+    """
+
+    {vm, report} = run_vm(vm_scenario(true, action))
+    on_exit(fn -> kill_leftovers(report["ESCAPEES"]) end)
+    [_, _, third] = report["WATCHDOGS"]
+    System.cmd("kill", ["-9", "#{vm}"])
+    assert_receive {:DOWN, ^vm, :process, _, {:signal, :sigkill, false}}, 5000
+    assert wait_gone(report["ESCAPEES"] ++ [third]) == []
+  end
+end
