@@ -173,8 +173,10 @@ defmodule Tether.Exec.Proxy do
   end
 
   defp stop(%{flags: %{kill_group: true}, pgid: pgid} = state) when is_integer(pgid) do
+    # The stop first: it reports whether the process was still there to be stopped.
+    result = Tether.stop(state.os_pid)
     Group.signal([pgid], :sigterm)
-    Tether.stop(state.os_pid)
+    result
   end
 
   defp stop(state), do: Tether.stop(state.os_pid)
