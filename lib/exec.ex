@@ -314,12 +314,25 @@ defmodule :exec do
   @spec which_children() :: [ospid]
   def which_children, do: call(:which_children)
 
-  @doc "The os_pid behind an `:exec` pid."
+  @doc """
+  The os_pid behind an `:exec` pid. As in erlexec, any other pid is asked with
+  `{{self(), ref}, :ospid}` and has 5 s to answer `{ref, reply}`; then `{:error, :timeout}`.
+  """
   @spec ospid(pid) :: ospid | {:error, term}
   def ospid(pid) when is_pid(pid) do
     case Proxy.os_pid(pid) do
-      nil -> {:error, :timeout}
-      os_pid -> os_pid
+      nil ->
+        ref = make_ref()
+        Kernel.send(pid, {{self(), ref}, :ospid})
+
+        receive do
+          {^ref, reply} -> reply
+        after
+          5000 -> {:error, :timeout}
+        end
+
+      os_pid ->
+        os_pid
     end
   end
 

@@ -293,6 +293,23 @@ defmodule Tether.ExecTest do
     end
   end
 
+  test "ospid/1 speaks erlexec's {{From, Ref}, ospid} protocol" do
+    {:ok, pid, os_pid} = :exec.run(~c"sleep 100", [])
+    assert :exec.ospid(pid) == os_pid
+    ref = make_ref()
+    send(pid, {{self(), ref}, :ospid})
+    assert_receive {^ref, ^os_pid}, 5000
+
+    # Any process may answer it (exexec's tests do).
+    other =
+      spawn_link(fn ->
+        receive do: ({{from, ref}, :ospid} -> send(from, {ref, {:error, :testing}}))
+      end)
+
+    assert :exec.ospid(other) == {:error, :testing}
+    :ok = :exec.kill(os_pid, 9)
+  end
+
   test "the caller's death stops its processes" do
     parent = self()
 

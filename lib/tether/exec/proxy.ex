@@ -142,6 +142,11 @@ defmodule Tether.Exec.Proxy do
         send(from, {ref, stop(state)})
         loop(state)
 
+      {{from, ref}, :ospid} when is_pid(from) ->
+        # erlexec's protocol for exec:ospid/1, which other code speaks too.
+        send(from, {ref, os_pid})
+        loop(state)
+
       {:DOWN, ^os_pid, :process, _pid, reason} ->
         reason = reason(reason, state)
         if state.flags.kill_group and state.pgid, do: Group.signal([state.pgid], :sigterm)
