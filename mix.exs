@@ -92,6 +92,44 @@ defmodule Mix.Tasks.Compile.TetherNative do
   end
 end
 
+defmodule Mix.Tasks.Compile.ErlexecApp do
+  @moduledoc """
+  Writes `erlexec.app` next to Tether's own `.app`, so that a project that lists `:erlexec` in
+  its applications (or calls `Application.ensure_all_started(:erlexec)`) gets the `exec`
+  server of Tether's erlexec-compatible `:exec` module, started by `Tether.Exec.App` with the
+  options of `config :erlexec`. It is in Tether's `ebin`, so it is on the code path wherever
+  Tether is, also as a `path:` or `git:` dependency.
+  """
+  use Mix.Task.Compiler
+
+  @impl true
+  def run(_args) do
+    path = Path.join(Mix.Project.compile_path(), "erlexec.app")
+
+    spec =
+      {:application, :erlexec,
+       [
+         description: ~c"erlexec's application, served by Tether's :exec module",
+         vsn: ~c"2.3.4",
+         modules: [],
+         registered: [:exec, :exec_app],
+         applications: [:kernel, :stdlib, :tether],
+         mod: {Tether.Exec.App, []},
+         env: []
+       ]}
+
+    content = :io_lib.format(~c"~p.~n", [spec]) |> IO.iodata_to_binary()
+
+    if File.read(path) == {:ok, content} do
+      {:noop, []}
+    else
+      File.mkdir_p!(Path.dirname(path))
+      File.write!(path, content)
+      {:ok, []}
+    end
+  end
+end
+
 defmodule Tether.MixProject do
   use Mix.Project
 
@@ -101,7 +139,7 @@ defmodule Tether.MixProject do
       version: "0.1.0",
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
-      compilers: [:tether_native] ++ Mix.compilers(),
+      compilers: [:tether_native] ++ Mix.compilers() ++ [:erlexec_app],
       elixirc_paths: elixirc_paths(Mix.env()),
       erlc_paths: erlc_paths(Mix.env()),
       deps: [],

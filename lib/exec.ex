@@ -4,187 +4,374 @@ defmodule :exec do
   dependency in `mix.exs` and keep the calls. See `MIGRATING.md` for where it differs on
   purpose.
 
-  Shapes are erlexec's: `{:ok, pid, os_pid}`, `{:stdout, os_pid, data}`,
-  `{:DOWN, os_pid, :process, pid, reason}` with `reason` `normal` or the raw wait status
-  `{:exit_status, status}` (exit code 1 is `256`), and `normal` after `stop/1`; sync results
-  `{:ok, [stdout: [...]]}` / `{:error, [exit_status: status, ...]}`. Commands are strings (run
-  by `/bin/sh -c`) or lists of strings, as charlists or binaries. Bad options give
-  `{:error, {:invalid_option, message}}`.
+  As in erlexec, a server registered as `exec` owns the OS processes: `start/0,1` and
+  `start_link/1` start it (code that runs a command first starts it on first use), and when it
+  stops, its children are stopped. It takes erlexec's start options, `root`, `{user, U}` and
+  `{limit_users, L}` included: children run as the effective user, and `{user, X}` outside
+  `limit_users` is refused. The Tether application (`:tether`) and, for projects that list it,
+  an `:erlexec` application (started with the options of `config :erlexec`) are provided.
 
-  It is a thin layer: each OS process is started with `Tether.run/2` by a small proxy process
-  (the `pid` returned), which translates the exit reason. Output goes straight from Tether to
-  its destination.
+  Shapes and errors are erlexec's: `{:ok, pid, os_pid}`, `{:stdout, os_pid, data}`,
+  `{:DOWN, os_pid, :process, pid, reason}` with `reason` `normal` or the raw wait status
+  `{:exit_status, status}` (exit code 1 is `256`), `normal` after `stop/1`; sync results
+  `{:ok, [stdout: [...]]}` (streams that produced nothing are left out) and
+  `{:error, [exit_status: status, ...]}`; `{:error, {:invalid_option, option}}` for a bad
+  option. String commands run under `$SHELL -c` (`/bin/sh` when `SHELL` is unset); lists of
+  strings run directly.
+
+  Each OS process is started with `Tether.run/2` by a small proxy process (the `pid`
+  returned), which translates the exit reason. Output goes straight from Tether to its
+  destination.
   """
 
-  alias Tether.Exec.{Options, Proxy}
+  use GenServer
 
-  @type ospid :: pos_integer
+  alias Tether.Exec.{Group, Options, Proxy}
 
-  # ── Starting the "application" ──────────────────────────────────────────────────────────
+  @typedoc "An OS process id."
+  @type ospid :: integer
+  @typedoc "An OS process group id."
+  @type osgid :: integer
 
-  @doc "Ensures Tether runs; erlexec's options (`debug`, `root`, `portexe`…) are accepted."
-  @spec start() :: {:ok, pid}
+  @timeout 30_000
+
+  # ── Starting the server ─────────────────────────────────────────────────────────────────
+
+  @doc "Starts the `exec` server, not linked to the caller. See `start/1`."
+  @spec start() :: {:ok, pid} | {:error, term}
   def start, do: start([])
 
-  @doc false
-  @spec start(list) :: {:ok, pid}
-  def start(_options) do
-    {:ok, _} = Application.ensure_all_started(:tether)
-    {:ok, Process.whereis(Tether.Exec.Server)}
+  @doc """
+  Starts the `exec` server, not linked to the caller: `{:ok, pid}`, or
+  `{:error, {:already_started, pid}}` when it runs.
+
+  Options are erlexec's: `root` (with `{user, User}` and `{limit_users, Users}`: children run as
+  `User` unless a run asks for another user of `Users`), `{env, Env}` (added to every child's
+  environment), `debug`, `{debug, N}`, `verbose`, `{capabilities, Caps}` (checked; see
+  `MIGRATING.md`), and the port program's `args`, `alarm`, `portexe`, `valgrind`, which mean
+  nothing without a port program. Errors are erlexec's strings (`"Cannot specify effective
+  user..."`), or `{:invalid_option, option}`.
+  """
+  @spec start(list) :: {:ok, pid} | {:error, term}
+  def start(options) do
+    with {:ok, _} <- check_start(options),
+         do: GenServer.start(__MODULE__, options, name: __MODULE__)
   end
 
-  @doc "For supervision trees that list `:exec`: starts a placeholder linked to the caller."
-  @spec start_link(list) :: {:ok, pid}
-  def start_link(options \\ []) do
-    {:ok, _} = start(options)
-    {:ok, spawn_link(fn -> Process.sleep(:infinity) end)}
+  @doc "Starts the `exec` server linked to the caller (for supervision trees). See `start/1`."
+  @spec start_link(list) :: {:ok, pid} | {:error, term}
+  def start_link(options) do
+    with {:ok, _} <- check_start(options),
+         do: GenServer.start_link(__MODULE__, options, name: __MODULE__)
   end
 
   @doc false
   def child_spec(options) do
-    %{id: :exec, start: {:exec, :start_link, [List.wrap(options)]}, type: :worker}
+    %{
+      id: :exec,
+      start: {:exec, :start_link, [List.wrap(options)]},
+      type: :worker,
+      shutdown: 30_000
+    }
   end
+
+  defp check_start(options) do
+    with {:ok, parsed} <- Options.start_options(options),
+         {:ok, _} <- Application.ensure_all_started(:tether) do
+      {:ok, parsed}
+    end
+  end
+
+  # The server, started on first use (under Tether's supervisor) when nobody started it.
+  defp server do
+    case Process.whereis(__MODULE__) do
+      nil ->
+        {:ok, _} = Application.ensure_all_started(:tether)
+
+        case Tether.Exec.Server.start_exec(config_options()) do
+          {:ok, pid} -> pid
+          {:error, reason} -> exit({reason, {__MODULE__, :start, []}})
+        end
+
+      pid ->
+        pid
+    end
+  end
+
+  defp config_options do
+    for key <- [:debug, :verbose, :root, :user, :limit_users, :capabilities, :env],
+        {:ok, value} <- [:application.get_env(:erlexec, key)],
+        do: {key, value}
+  end
+
+  defp call(request, timeout \\ @timeout), do: GenServer.call(server(), request, timeout)
 
   # ── Running ─────────────────────────────────────────────────────────────────────────────
 
-  @doc "Runs a command (see the moduledoc for the shapes)."
+  @doc "Runs a command with erlexec's options (see the moduledoc for the shapes)."
+  @spec run(term, list) :: {:ok, pid, ospid} | {:ok, list} | {:error, term}
+  def run(command, options), do: run(command, options, @timeout)
+
+  @doc """
+  Runs a command; `timeout` bounds the start, as erlexec's call to its port. With `sync`, waits
+  for the exit and returns `{:ok, output}` or `{:error, [{:exit_status, status} | output]}`,
+  where `output` holds only the streams (sent to the caller) that produced something.
+  """
   @spec run(term, list, timeout) :: {:ok, pid, ospid} | {:ok, list} | {:error, term}
-  def run(command, options, timeout \\ :infinity) do
-    with_valid_options(command, options, fn command, tether_options, flags ->
-      if flags.sync do
-        run_sync(command, tether_options, timeout)
-      else
-        Proxy.start(command, tether_options, flags, self())
-      end
-    end)
+  def run(command, options, timeout) do
+    with {:ok, command} <- Options.command(command),
+         {:ok, tether_options, flags} <- Options.translate(options, self()),
+         {:ok, pid, os_pid} <-
+           call({:run, command, tether_options, flags, self()}, timeout) do
+      if flags.sync, do: wait_for_exit(os_pid, pid, [], []), else: {:ok, pid, os_pid}
+    end
   end
+
+  @doc "Like `run/2`, linked to the caller."
+  @spec run_link(term, list) :: {:ok, pid, ospid} | {:ok, list} | {:error, term}
+  def run_link(command, options), do: run_link(command, options, @timeout)
 
   @doc "Like `run/3`, linked to the caller."
   @spec run_link(term, list, timeout) :: {:ok, pid, ospid} | {:ok, list} | {:error, term}
-  def run_link(command, options, timeout \\ :infinity) do
-    run(command, [:link | List.wrap(options)], timeout)
-  end
+  def run_link(command, options, timeout) when is_list(options),
+    do: run(command, [:link | options], timeout)
 
-  defp with_valid_options(command, options, fun) do
-    command = Options.command(command)
-    {tether_options, flags} = Options.translate(options, self())
-    fun.(command, tether_options, flags)
-  rescue
-    error in ArgumentError -> {:error, {:invalid_option, Exception.message(error)}}
-  end
+  def run_link(_command, options, _timeout), do: {:error, {:invalid_option, options}}
 
-  defp run_sync(command, options, timeout) do
-    options = [:sync | options] ++ if(timeout == :infinity, do: [], else: [timeout: timeout])
-
-    case Tether.run(command, options) do
-      {:error, [{:exit_status, code} | output]} ->
-        {:error, [{:exit_status, code * 256} | output]}
-
-      {:error, [{:exit_signal, signal} | output]} ->
-        {:error, [{:exit_status, Tether.signal_number(signal)} | output]}
-
-      other ->
-        other
+  defp wait_for_exit(os_pid, pid, out, err) do
+    receive do
+      {:stdout, ^os_pid, data} -> wait_for_exit(os_pid, pid, [data | out], err)
+      {:stderr, ^os_pid, data} -> wait_for_exit(os_pid, pid, out, [data | err])
+      {:DOWN, ^os_pid, :process, ^pid, :normal} -> {:ok, sync_result(out, err)}
+      {:DOWN, ^os_pid, :process, ^pid, reason} -> {:error, [reason | sync_result(out, err)]}
     end
   end
 
-  @doc "Adopts an OS process started elsewhere (an os_pid or a port)."
+  defp sync_result([], []), do: []
+  defp sync_result([], err), do: [stderr: Enum.reverse(err)]
+  defp sync_result(out, err), do: [{:stdout, Enum.reverse(out)} | sync_result([], err)]
+
+  @doc "Adopts an OS process started elsewhere (an os_pid or a port). See `manage/3`."
   @spec manage(ospid | port, list) :: {:ok, pid, ospid} | {:error, term}
-  def manage(port, options) when is_port(port) do
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    manage(os_pid, options)
-  end
+  def manage(target, options), do: manage(target, options, @timeout)
 
-  def manage(os_pid, options) when is_integer(os_pid) do
-    case Tether.manage(
-           os_pid,
-           Enum.filter(List.wrap(options), &(&1 in [:monitor] or match?({:kill_timeout, _}, &1)))
-         ) do
-      {:ok, pid, os_pid} -> {:ok, pid, os_pid}
-      error -> error
+  @doc """
+  Adopts an OS process started elsewhere: it can be stopped, killed and monitored like a
+  child. Its exit status cannot be known (it is not our child): its `DOWN` reason is
+  `{exit_status, -1}`, or `normal` after `stop/1`, as erlexec reports. `{:error, :not_found}`
+  when there is no such process.
+  """
+  @spec manage(ospid | port, list, timeout) :: {:ok, pid, ospid} | {:error, term}
+  def manage(port, options, timeout) when is_port(port) do
+    case Port.info(port, :os_pid) do
+      {:os_pid, os_pid} -> manage(os_pid, options, timeout)
+      nil -> {:error, :not_found}
     end
   end
+
+  def manage(os_pid, options, timeout) when is_integer(os_pid) do
+    with {:ok, tether_options, flags} <- Options.translate(options, self()) do
+      manage_options =
+        Keyword.take(tether_options, [:kill, :kill_timeout]) ++ [kill_group: flags.kill_group]
+
+      call({:manage, os_pid, manage_options, flags, self()}, timeout)
+    end
+  end
+
+  def manage(other, _options, _timeout), do: {:error, {:invalid_option, other}}
 
   # ── Talking to processes ────────────────────────────────────────────────────────────────
 
-  @doc "Writes to a process's stdin (`eof` closes it)."
+  @doc """
+  Writes to a process's stdin (`eof` closes it). As in erlexec, data for an os_pid that is not
+  running (or whose stdin is closed) is dropped: `:ok`; an unknown pid gives
+  `{:error, :no_process}`.
+  """
   @spec send(pid | ospid, binary | :eof) :: :ok | {:error, term}
-  def send(target, data) do
-    with {:ok, os_pid} <- resolve(target), do: Tether.send(os_pid, data)
-  end
-
-  @doc "Sets the window size of a pty process."
-  @spec winsz(pid | ospid, pos_integer, pos_integer) :: :ok | {:error, term}
-  def winsz(target, rows, cols) do
-    with {:ok, os_pid} <- resolve(target), do: Tether.winsz(os_pid, rows, cols)
-  end
-
-  @doc "Sets pty options of a running process: only `{:winsz, {rows, cols}}` is supported."
-  @spec pty_opts(pid | ospid, list) :: :ok | {:error, term}
-  def pty_opts(target, options) do
-    Enum.reduce_while(options, :ok, fn
-      {:winsz, {rows, cols}}, :ok -> {:cont, winsz(target, rows, cols)}
-      other, _ -> {:halt, {:error, {:unsupported, other}}}
-    end)
-  end
-
-  @doc "Stops a process: its kill command or SIGTERM, then SIGKILL after its kill timeout."
-  @spec stop(pid | ospid | port) :: :ok | {:error, term}
-  def stop(target) do
-    with {:ok, os_pid} <- resolve(target) do
-      # Before the signal: the proxy must know by the time the exit reaches it.
-      if proxy = proxy_of(os_pid), do: Proxy.stopping(proxy)
-      Tether.stop(os_pid)
+  def send(pid, data) when is_pid(pid) do
+    case Proxy.os_pid(pid) do
+      nil -> {:error, :no_process}
+      os_pid -> __MODULE__.send(os_pid, data)
     end
   end
 
-  @doc "Stops a process and waits up to `timeout` ms for its exit; returns the exit reason."
-  @spec stop_and_wait(pid | ospid, timeout) :: term
-  def stop_and_wait(target, timeout) do
-    with {:ok, os_pid} <- resolve(target) do
-      proxy = proxy_of(os_pid)
-      ref = proxy && Process.monitor(proxy)
+  def send(os_pid, data) when is_integer(os_pid) and (is_binary(data) or data == :eof) do
+    case Tether.send(os_pid, data) do
+      :ok -> :ok
+      {:error, reason} when reason in [:no_process, :closed] -> :ok
+    end
+  end
 
-      with :ok <- stop(os_pid) do
-        receive do
-          {:DOWN, ^ref, :process, _, reason} -> reason
-        after
-          timeout -> {:error, :timeout}
-        end
+  def send(target, data) when is_integer(target), do: {:error, {:invalid_data, data}}
+  def send(_target, _data), do: {:error, :no_process}
+
+  @doc "Sets the window size of a `pty` process."
+  @spec winsz(pid | ospid, integer, integer) :: :ok | {:error, term}
+  def winsz(target, rows, cols) when is_integer(rows) and is_integer(cols) do
+    with {:ok, os_pid} <- child(target) do
+      case rows in 1..65_535 and cols in 1..65_535 and Tether.winsz(os_pid, rows, cols) do
+        :ok -> :ok
+        {:error, :no_process} -> {:error, ~c"pid #{os_pid} doesn't exist"}
+        _ -> {:error, ~c"failed to set window size"}
       end
     end
   end
 
-  @doc "Sends a signal (an integer or a name) to a process."
-  @spec kill(pid | ospid, integer | atom) :: :ok | {:error, term}
-  def kill(target, signal) do
-    with {:ok, os_pid} <- resolve(target), do: Tether.kill(os_pid, signal)
+  def winsz(_target, _rows, _cols), do: {:error, :badarg}
+
+  @doc """
+  Sets terminal options of a running `pty` process: erlexec's `ttymodes` (`{:echo, true}`,
+  `{:vintr, 2}`, …). Bad values give `{:error, {:invalid_pty_value, bad_entries}}`.
+  """
+  @spec pty_opts(pid | ospid, list) :: :ok | {:error, term}
+  def pty_opts(target, options) do
+    with :ok <- Options.check_pty_opts(options),
+         {:ok, os_pid} <- child(target) do
+      Tether.Exec.Terminal.set(os_pid, options)
+    end
   end
 
-  @doc "The os_pids of every running process."
-  @spec which_children() :: [ospid]
-  def which_children, do: Tether.which_processes()
+  @doc """
+  Stops a process: its kill command or SIGTERM (to its group with `kill_group`), then SIGKILL
+  after its kill timeout. Its `DOWN` reason is then `normal`. `{:error, 'pid not alive'}` for
+  an os_pid that is not a child, `{:error, :no_process}` for a pid that is not one.
+  """
+  @spec stop(pid | ospid | port) :: :ok | {:error, term}
+  def stop(port) when is_port(port), do: with_port(port, &stop/1)
+  def stop(target) when is_pid(target) or is_integer(target), do: call({:stop, target})
+  def stop(_target), do: {:error, :badarg}
 
-  @doc "The os_pid behind an `:exec` pid."
+  @doc """
+  Stops a process like `stop/1` and waits up to `timeout` ms for the `DOWN` message of a
+  `monitor`ed process, which it takes from the mailbox and returns the reason of. Without a
+  monitor there is no message to wait for: `{:error, :timeout}`. An os_pid that is not a child
+  gives `{:error, :not_found}`.
+  """
+  @spec stop_and_wait(pid | ospid | port, timeout) :: term
+  def stop_and_wait(port, timeout) when is_port(port),
+    do: with_port(port, &stop_and_wait(&1, timeout))
+
+  def stop_and_wait(os_pid, timeout) when is_integer(os_pid) do
+    case call({:pid, os_pid}) do
+      :undefined -> {:error, :not_found}
+      pid -> stop_and_wait(pid, timeout)
+    end
+  end
+
+  def stop_and_wait(pid, timeout) when is_pid(pid) do
+    _ = call({:stop, pid}, timeout)
+
+    receive do
+      {:DOWN, _ref, :process, ^pid, status} -> status
+    after
+      timeout -> {:error, :timeout}
+    end
+  end
+
+  def stop_and_wait(_target, _timeout), do: {:error, :badarg}
+
+  @doc """
+  Sends a signal (a number or a name) to a process, and to it only (`kill_group` applies to
+  `stop/1`). `{:error, 'Cannot kill a pid not managed by this application'}` for an os_pid that
+  is not a child.
+  """
+  @spec kill(pid | ospid | port, integer | atom) :: :ok | {:error, term}
+  def kill(port, signal) when is_port(port), do: with_port(port, &kill(&1, signal))
+
+  def kill(target, signal) when is_pid(target) or is_integer(target) do
+    case signal_number(signal) do
+      {:ok, number} -> call({:kill, target, number})
+      :error -> {:error, :badarg}
+    end
+  end
+
+  def kill(_target, _signal), do: {:error, :badarg}
+
+  defp signal_number(signal) when is_integer(signal) and signal in 0..64, do: {:ok, signal}
+
+  defp signal_number(signal) when is_atom(signal) do
+    {:ok, Tether.signal_number(signal)}
+  rescue
+    ArgumentError -> :error
+  end
+
+  defp signal_number(_), do: :error
+
+  @doc """
+  Moves a process into process group `gid`, as erlexec's `setpgid/2` asks. The kernel allows
+  this only before the process executes its program (`EACCES` after), so for a running child
+  the answer is `{:error, :eacces}`; an os_pid that is not a child gives
+  `{:error, 'pid N doesn't exist'}`.
+  """
+  @spec setpgid(ospid, osgid) :: :ok | {:error, term}
+  def setpgid(os_pid, gid) when is_integer(os_pid) and is_integer(gid) do
+    with {:ok, _os_pid} <- child(os_pid), do: {:error, :eacces}
+  end
+
+  def setpgid(_os_pid, _gid), do: {:error, :badarg}
+
+  @doc "The os_pids of the `exec` server's children, ascending."
+  @spec which_children() :: [ospid]
+  def which_children, do: call(:which_children)
+
+  @doc """
+  The os_pid behind an `:exec` pid. As in erlexec, any other pid is asked with
+  `{{self(), ref}, :ospid}` and has 5 s to answer `{ref, reply}`; then `{:error, :timeout}`.
+  """
   @spec ospid(pid) :: ospid | {:error, term}
   def ospid(pid) when is_pid(pid) do
-    case resolve(pid) do
-      {:ok, os_pid} -> os_pid
-      error -> error
+    case Proxy.os_pid(pid) do
+      nil ->
+        ref = make_ref()
+        Kernel.send(pid, {{self(), ref}, :ospid})
+
+        receive do
+          {^ref, reply} -> reply
+        after
+          5000 -> {:error, :timeout}
+        end
+
+      os_pid ->
+        os_pid
     end
   end
 
   @doc "The `:exec` pid of an os_pid, or `:undefined`."
   @spec pid(ospid) :: pid | :undefined
-  def pid(os_pid) when is_integer(os_pid) do
-    proxy_of(os_pid) || with({:ok, pid} <- Tether.pid(os_pid), do: pid, else: (_ -> :undefined))
+  def pid(os_pid) when is_integer(os_pid), do: call({:pid, os_pid})
+  def pid(_other), do: :undefined
+
+  @doc """
+  Sets the debug level (0..10) and returns the previous one; `{:error, :badarg}` for any other
+  value. Accepted for compatibility: Tether logs through Logger.
+  """
+  @spec debug(term) :: {:ok, non_neg_integer} | {:error, :badarg}
+  def debug(level) when is_integer(level) and level in 0..10, do: call({:debug, level})
+  def debug(_level), do: {:error, :badarg}
+
+  defp with_port(port, fun) do
+    case Port.info(port, :os_pid) do
+      {:os_pid, os_pid} -> fun.(os_pid)
+      nil -> {:error, :no_process}
+    end
   end
 
-  @doc "Sets the debug level (accepted for compatibility; Tether logs through Logger)."
-  @spec debug(non_neg_integer) :: {:ok, non_neg_integer}
-  def debug(level) when is_integer(level) and level >= 0 do
-    GenServer.call(Tether.Exec.Server, {:debug, level})
+  # The os_pid of a child of the server, given its os_pid or its pid.
+  defp child(pid) when is_pid(pid) do
+    case Proxy.os_pid(pid) do
+      nil -> {:error, :no_process}
+      os_pid -> {:ok, os_pid}
+    end
   end
+
+  defp child(os_pid) when is_integer(os_pid) do
+    case call({:pid, os_pid}) do
+      :undefined -> {:error, ~c"pid #{os_pid} doesn't exist"}
+      _pid -> {:ok, os_pid}
+    end
+  end
+
+  defp child(_other), do: {:error, :badarg}
 
   # ── Statuses and signals ────────────────────────────────────────────────────────────────
 
@@ -245,39 +432,256 @@ defmodule :exec do
     {:exit_status, number + if(core?, do: 128, else: 0)}
   end
 
+  def to_erlexec_reason(:unknown), do: {:exit_status, -1}
   def to_erlexec_reason(other), do: other
 
-  # ── Helpers ─────────────────────────────────────────────────────────────────────────────
+  # ── The server ──────────────────────────────────────────────────────────────────────────
 
-  defp resolve(os_pid) when is_integer(os_pid), do: {:ok, os_pid}
+  @impl true
+  def init(options) do
+    Process.flag(:trap_exit, true)
+    {:ok, parsed} = Options.start_options(options)
 
-  defp resolve(port) when is_port(port) do
-    case Port.info(port, :os_pid) do
-      {:os_pid, os_pid} -> {:ok, os_pid}
-      nil -> {:error, :no_process}
+    case effective_user(parsed) do
+      {:ok, user} ->
+        {:ok,
+         %{
+           user: user,
+           limit_users: parsed.limit_users,
+           env: parsed.env,
+           debug: parsed.debug,
+           # os_pid => %{proxy, pgid}; proxy => os_pid
+           children: %{},
+           proxies: %{}
+         }}
+
+      {:error, reason} ->
+        {:stop, reason}
     end
   end
 
-  defp resolve(pid) when is_pid(pid) and node(pid) == node() do
-    case Process.info(pid, :dictionary) do
-      {:dictionary, dictionary} -> proxy_os_pid(pid, dictionary)
-      nil -> {:error, :no_process}
+  # With `root`, children run as `{user, U}` (erlexec's port program switches its effective
+  # user to U). The VM must be able to switch: it runs as root, or as U itself.
+  defp effective_user(%{root: true, user: user}) do
+    current = System.get_env("USER") || current_user()
+
+    cond do
+      user == current -> {:ok, nil}
+      user == "root" and current_uid() == 0 -> {:ok, nil}
+      current_uid() == 0 -> {:ok, user}
+      true -> {:error, ~c"Cannot switch to effective user #{user}: the VM does not run as root"}
     end
   end
 
-  defp resolve(_other), do: {:error, :no_process}
+  defp effective_user(_parsed), do: {:ok, nil}
 
-  defp proxy_os_pid(pid, dictionary) do
-    case dictionary[:"$exec_os_pid"] do
-      os_pid when is_integer(os_pid) -> {:ok, os_pid}
-      nil -> Tether.os_pid(pid)
+  defp current_uid do
+    case File.read("/proc/self/status") do
+      {:ok, status} ->
+        case Regex.run(~r/^Uid:\s+\d+\s+(\d+)/m, status) do
+          [_, euid] -> String.to_integer(euid)
+          nil -> -1
+        end
+
+      {:error, _} ->
+        -1
     end
   end
 
-  defp proxy_of(os_pid) do
-    case :ets.lookup(Tether.Exec.Server.table(), os_pid) do
-      [{^os_pid, proxy}] -> if Process.alive?(proxy), do: proxy
-      [] -> nil
+  defp current_user do
+    uid = Integer.to_string(current_uid())
+
+    with {:ok, passwd} <- File.read("/etc/passwd"),
+         [name | _] <-
+           passwd
+           |> String.split("\n")
+           |> Enum.map(&String.split(&1, ":"))
+           |> Enum.find_value([], fn
+             [name, _, ^uid | _] -> [name]
+             _ -> nil
+           end) do
+      name
+    else
+      _ -> nil
     end
+  end
+
+  @impl true
+  def handle_call({:run, command, options, flags, caller}, from, state) do
+    case run_user(flags.user, state) do
+      {:ok, user} ->
+        options =
+          [kill_group: false] ++
+            if(user, do: [user: user], else: []) ++ with_env(options, state.env)
+
+        Proxy.start(%{
+          kind: :run,
+          server: self(),
+          from: from,
+          caller: caller,
+          command: command,
+          options: options,
+          flags: flags
+        })
+
+        {:noreply, state}
+
+      {:error, _} = error ->
+        {:reply, error, state}
+    end
+  end
+
+  def handle_call({:manage, os_pid, options, flags, caller}, from, state) do
+    Proxy.start(%{
+      kind: {:manage, os_pid},
+      server: self(),
+      from: from,
+      caller: caller,
+      options: options,
+      flags: flags
+    })
+
+    {:noreply, state}
+  end
+
+  def handle_call({:stop, target}, _from, state) do
+    reply =
+      with {:ok, proxy} <- proxy(target, state, ~c"pid not alive") do
+        ref = make_ref()
+        Kernel.send(proxy, {:"$exec_stop", self(), ref})
+
+        receive do
+          {^ref, :ok} -> :ok
+          {^ref, {:error, :no_process}} -> {:error, ~c"pid not alive"}
+        after
+          5000 -> {:error, :timeout}
+        end
+      end
+
+    {:reply, reply, state}
+  end
+
+  def handle_call({:kill, target, signal}, _from, state) do
+    reply =
+      cond do
+        target == -1 ->
+          {:error, :badarg}
+
+        is_integer(target) and target < 0 ->
+          {:error, ~c"Not allowed to send signal to all processes"}
+
+        true ->
+          with {:ok, proxy} <-
+                 proxy(target, state, ~c"Cannot kill a pid not managed by this application") do
+            case Tether.kill(state.proxies[proxy], signal) do
+              :ok -> :ok
+              {:error, :no_process} -> {:error, :esrch}
+            end
+          end
+      end
+
+    {:reply, reply, state}
+  end
+
+  def handle_call({:pid, os_pid}, _from, state) do
+    reply =
+      case state.children do
+        %{^os_pid => %{proxy: proxy}} -> proxy
+        _ -> :undefined
+      end
+
+    {:reply, reply, state}
+  end
+
+  def handle_call(:which_children, _from, state),
+    do: {:reply, state.children |> Map.keys() |> Enum.sort(), state}
+
+  def handle_call({:debug, level}, _from, state),
+    do: {:reply, {:ok, state.debug}, %{state | debug: level}}
+
+  defp proxy(os_pid, state, unknown) when is_integer(os_pid) do
+    case state.children do
+      %{^os_pid => %{proxy: proxy}} -> {:ok, proxy}
+      _ -> {:error, unknown}
+    end
+  end
+
+  defp proxy(pid, state, _unknown) when is_pid(pid) do
+    if Map.has_key?(state.proxies, pid), do: {:ok, pid}, else: {:error, :no_process}
+  end
+
+  # The user a run's child runs as: `{user, U}` only if U is one of `limit_users` (never
+  # without `root`), else the effective user.
+  defp run_user(nil, state), do: {:ok, state.user}
+
+  defp run_user(user, state) do
+    if user in state.limit_users,
+      do: {:ok, if(user == current_user(), do: nil, else: user)},
+      else: {:error, ~c"User #{user} is not allowed to run commands!"}
+  end
+
+  defp with_env(options, []), do: options
+
+  defp with_env(options, env) do
+    {own, options} = Keyword.pop(options, :env, [])
+    [{:env, env ++ own} | options]
+  end
+
+  @impl true
+  def handle_info({:"$exec_child", proxy, os_pid, pgid}, state) do
+    state = %{
+      state
+      | children: Map.put(state.children, os_pid, %{proxy: proxy, pgid: pgid}),
+        proxies: Map.put(state.proxies, proxy, os_pid)
+    }
+
+    {:noreply, state}
+  end
+
+  def handle_info({:EXIT, proxy, _reason}, state) do
+    case Map.pop(state.proxies, proxy) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {os_pid, proxies} ->
+        children =
+          case state.children do
+            %{^os_pid => %{proxy: ^proxy}} -> Map.delete(state.children, os_pid)
+            children -> children
+          end
+
+        {:noreply, %{state | proxies: proxies, children: children}}
+    end
+  end
+
+  def handle_info(_message, state), do: {:noreply, state}
+
+  # As erlexec's port program at shutdown: SIGTERM to every child's group (what a shell child
+  # left behind goes too), the stop sequence of each child, and wait until all are gone.
+  @impl true
+  def terminate(_reason, state) do
+    groups = for {os_pid, %{pgid: pgid}} <- state.children, pgid == os_pid, do: pgid
+    Group.signal(groups, :sigterm)
+
+    refs =
+      for {proxy, _os_pid} <- state.proxies do
+        ref = Process.monitor(proxy)
+        Kernel.send(proxy, {:"$exec_stop", self(), make_ref()})
+        ref
+      end
+
+    Enum.each(refs, fn ref -> receive do: ({:DOWN, ^ref, _, _, _} -> :ok) end)
+
+    # The leaders are gone; give what they left in their groups a moment, then SIGKILL it.
+    case Group.await_empty(groups, 1000) do
+      [] ->
+        :ok
+
+      left ->
+        Group.signal(left, :sigkill)
+        Group.await_empty(left, 1000)
+    end
+
+    :ok
   end
 end

@@ -34,7 +34,7 @@ stop_gives_normal_test() ->
     ok = exec:stop(Pid),
     receive {'DOWN', OsPid, process, Pid, Reason} -> ?assertEqual(normal, Reason)
     after 5000 -> error(no_down) end,
-    ?assertEqual({error, no_process}, exec:stop(OsPid)).
+    ?assertEqual({error, "pid not alive"}, exec:stop(OsPid)).
 
 kill_and_signals_test() ->
     {ok, _, OsPid} = exec:run(["sleep", "100"], [monitor]),

@@ -1,4 +1,6 @@
 defmodule Tether.ExecTest do
+  # erlexec's behaviour of each call, with real processes. The `exec` server's own life (start,
+  # stop, kill, the :erlexec application, start options) is in exec_server_test.exs.
   use ExUnit.Case, async: true
   import Tether.OsHelpers
 
@@ -7,13 +9,6 @@ defmodule Tether.ExecTest do
 
   test "Erlang code using exec:run/2 works unchanged (EUnit module)" do
     assert :eunit.test(:exec_usage_tests, [:no_tty]) == :ok
-  end
-
-  test "a supervision tree listing :exec starts cleanly" do
-    {:ok, sup} = Supervisor.start_link([:exec], strategy: :one_for_one)
-    assert [{:exec, pid, :worker, _}] = Supervisor.which_children(sup)
-    assert is_pid(pid)
-    Supervisor.stop(sup)
   end
 
   # The calls of our users' TestCluster.Manager design (../shared/seed), as written there.
@@ -36,25 +31,283 @@ defmodule Tether.ExecTest do
     assert_receive {:stderr, ^os_pid, "err\n"}, 5000
     assert :exec.stop(os_pid) == :ok
     assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
-    assert :exec.stop(os_pid) == {:error, :no_process}
-    assert :exec.kill(os_pid, 9) == {:error, :no_process}
     assert wait_gone([os_pid]) == []
   end
 
-  test "stop_and_wait, which_children, manage, winsz" do
-    {:ok, _pid, os_pid} = :exec.run(~c"sleep 100", [])
-    assert os_pid in :exec.which_children()
-    assert :exec.stop_and_wait(os_pid, 5000) == :normal
+  describe "string commands" do
+    test "run under $SHELL -c" do
+      shell = System.get_env("SHELL", "") |> then(&if(&1 == "", do: "/bin/sh", else: &1))
+      assert :exec.run(~c"echo $0", [:sync, :stdout]) == {:ok, [stdout: ["#{shell}\n"]]}
+    end
+  end
 
-    port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
-    {:ok, _pid, managed} = :exec.manage(port, [:monitor])
-    :ok = :exec.kill(managed, 9)
-    assert_receive {:DOWN, ^managed, :process, _, :unknown}, 5000
+  describe "a program that cannot be executed" do
+    test "is a process that says so on stderr and exits with status 1" do
+      {:ok, pid, os_pid} = :exec.run(["/nonexistent/prog"], [:stderr, :monitor])
+      assert_receive {:stderr, ^os_pid, message}, 5000
 
-    {:ok, _pid, pty} = :exec.run(~c"sh", [:pty, :stdin, :stdout, {:winsz, {20, 70}}])
-    assert :exec.winsz(pty, 30, 100) == :ok
-    assert :exec.pty_opts(pty, winsz: {31, 101}) == :ok
-    :exec.stop(pty)
+      assert message ==
+               "Pid #{os_pid}: cannot execute '/nonexistent/prog': No such file or directory\n"
+
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 256}}, 5000
+    end
+
+    test "in sync mode: {error, [{exit_status, 256}, {stderr, [...]}]}" do
+      assert {:error, [{:exit_status, 256}, {:stderr, [message]}]} =
+               :exec.run(~c"ls", [:sync, {:executable, ~c"00kuku00"}, :stdout, :stderr])
+
+      assert [_pid, " cannot execute '00kuku00'", " No such file or directory\n"] =
+               String.split(message, ":")
+    end
+
+    test "a missing cd is erlexec's chdir error" do
+      assert {:error, [{:exit_status, 256}, {:stderr, [message]}]} =
+               :exec.run(["/bin/true"], [:sync, :stderr, {:cd, "/nonexistent/dir"}])
+
+      assert message == "Cannot chdir to '/nonexistent/dir': No such file or directory\n"
+    end
+  end
+
+  describe "sync" do
+    test "leaves out streams that produced nothing" do
+      assert :exec.run(~c"true", [:sync, :stdout, :stderr]) == {:ok, []}
+      assert :exec.run(~c"echo e >&2", [:sync, :stdout, :stderr]) == {:ok, [stderr: ["e\n"]]}
+
+      assert :exec.run(~c"echo o; exit 2", [:sync, :stdout, :stderr]) ==
+               {:error, [exit_status: 512, stdout: ["o\n"]]}
+    end
+
+    test "the {stdout, File, Opts} and {stdout, stderr} forms" do
+      path = Path.join(System.tmp_dir!(), "tether-exec-#{System.unique_integer([:positive])}")
+      file = String.to_charlist(path)
+
+      assert {:ok, []} =
+               :exec.run(~c"echo one", [:sync, {:stdout, file, [:append, {:mode, 0o600}]}])
+
+      assert {:ok, []} = :exec.run(~c"echo two", [:sync, {:stdout, file, [:append]}])
+      assert File.read!(path) == "one\ntwo\n"
+      File.rm!(path)
+
+      assert {:ok, [stderr: ["x\n"]]} =
+               :exec.run(~c"echo x", [:sync, :stderr, {:stdout, :stderr}])
+    end
+  end
+
+  describe "signals and groups" do
+    test "stop/1 and kill/2 signal only the process unless kill_group was given" do
+      {:ok, pid, os_pid} = :exec.run([script("grandchild.sh")], [:stdout, :monitor])
+      grandchild = os_pid |> first_line() |> String.to_integer()
+      assert :exec.kill(os_pid, :sigterm) == :ok
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 15}}, 5000
+      # The grandchild got nothing: it lives on until we end it.
+      assert alive?(grandchild)
+      System.cmd("kill", ["-KILL", Integer.to_string(grandchild)])
+      assert wait_gone([grandchild]) == []
+
+      {:ok, pid, os_pid} = :exec.run([script("grandchild.sh")], [:stdout, :monitor, :kill_group])
+      grandchild = os_pid |> first_line() |> String.to_integer()
+      assert :exec.stop(os_pid) == :ok
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+      assert wait_gone([grandchild]) == []
+    end
+
+    test "a {group, GID} member's stop leaves the leader and its siblings alone" do
+      {:ok, leader_pid, leader} = :exec.run(~c"sleep 100", [{:group, 0}, :monitor])
+      {:ok, p1, i1} = :exec.run(~c"sleep 100", [{:group, leader}, :monitor])
+      {:ok, _p2, i2} = :exec.run(~c"sleep 100", [{:group, leader}, :monitor])
+      assert :exec.stop(i1) == :ok
+      assert_receive {:DOWN, ^i1, :process, ^p1, :normal}, 5000
+      assert alive?(leader) and alive?(i2)
+      :ok = :exec.kill(leader, 9)
+      assert_receive {:DOWN, ^leader, :process, ^leader_pid, {:exit_status, 9}}, 5000
+      # Without kill_group the leader's exit leaves the group alone, too.
+      assert alive?(i2)
+      :ok = :exec.kill(i2, 9)
+      assert_receive {:DOWN, ^i2, :process, _, {:exit_status, 9}}, 5000
+    end
+
+    test "with kill_group, the group gets SIGTERM when its leader exits (erlexec's test_setpgid)" do
+      {:ok, p0, leader} = :exec.run(~c"sleep 0.3", [{:group, 0}, :kill_group, :monitor])
+      {:ok, p1, _} = :exec.run(~c"sleep 15", [{:group, leader}, :monitor])
+      {:ok, p2, _} = :exec.run(~c"sleep 15", [{:group, leader}, :monitor])
+      assert_receive {:DOWN, _, :process, ^p0, :normal}, 5000
+      assert_receive {:DOWN, _, :process, ^p1, {:exit_status, 15}}, 5000
+      assert_receive {:DOWN, _, :process, ^p2, {:exit_status, 15}}, 5000
+    end
+
+    test "setpgid/2 exists and answers as the kernel does for a running child" do
+      {:ok, _pid, os_pid} = :exec.run(~c"sleep 100", [])
+      assert :exec.setpgid(os_pid, os_pid) == {:error, :eacces}
+      assert :exec.setpgid(-5, 1) == {:error, ~c"pid -5 doesn't exist"}
+      :exec.kill(os_pid, 9)
+    end
+  end
+
+  describe "stop_and_wait/2" do
+    test "takes the DOWN of a monitored process from the mailbox and returns its reason" do
+      {:ok, pid, os_pid} = :exec.run(~c"sleep 100", [:monitor])
+      assert :exec.stop_and_wait(os_pid, 5000) == :normal
+      refute_received {:DOWN, ^os_pid, :process, ^pid, _}
+    end
+
+    test "without a monitor there is no DOWN to wait for: {error, timeout}" do
+      {:ok, _pid, os_pid} = :exec.run(~c"sleep 100", [])
+      assert :exec.stop_and_wait(os_pid, 200) == {:error, :timeout}
+      # It was stopped all the same.
+      assert wait_gone([os_pid]) == []
+    end
+
+    test "an os_pid that is not a child: {error, not_found}" do
+      assert :exec.stop_and_wait(-7, 100) == {:error, :not_found}
+    end
+  end
+
+  describe "erlexec 2.x's error terms" do
+    test "for os_pids and pids that are not children" do
+      {:ok, pid, os_pid} = :exec.run(~c"exit 0", [:monitor])
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+      assert :exec.stop(os_pid) == {:error, ~c"pid not alive"}
+
+      assert :exec.kill(os_pid, 9) ==
+               {:error, ~c"Cannot kill a pid not managed by this application"}
+
+      assert :exec.stop(pid) == {:error, :no_process}
+      assert :exec.kill(pid, 9) == {:error, :no_process}
+      assert :exec.kill(-3, 9) == {:error, ~c"Not allowed to send signal to all processes"}
+      assert :exec.pid(os_pid) == :undefined
+      assert :exec.winsz(os_pid, 10, 10) == {:error, ~c"pid #{os_pid} doesn't exist"}
+      # erlexec drops data for a process that is gone.
+      assert :exec.send(os_pid, "late") == :ok
+      assert :exec.send(pid, "late") == {:error, :no_process}
+    end
+
+    test "for bad options" do
+      assert :exec.run(~c"true", [:bogus]) == {:error, {:invalid_option, :bogus}}
+
+      assert :exec.run(~c"true", [{:kill_timeout, -1}]) ==
+               {:error, {:invalid_option, {:kill_timeout, -1}}}
+
+      assert :exec.run(~c"true", [{:env, [~c"A=1", 5]}]) == {:error, {:invalid_env_value, [5]}}
+      assert {:error, "Invalid stdout option " <> _} = :exec.run(~c"true", [{:stdout, {:x}}])
+
+      assert :exec.run(~c"true", [{:user, ~c"nobody"}]) ==
+               {:error, ~c"User nobody is not allowed to run commands!"}
+    end
+
+    test "for bad input to debug/1 and pty_opts/2" do
+      assert :exec.debug(-1) == {:error, :badarg}
+      assert :exec.debug(:x) == {:error, :badarg}
+      assert {:ok, _} = :exec.debug(0)
+      assert :exec.pty_opts(1, :x) == {:error, {:invalid_pty_value, :x}}
+
+      assert :exec.pty_opts(1, [{:echo, :maybe}]) ==
+               {:error, {:invalid_pty_value, [echo: :maybe]}}
+    end
+  end
+
+  describe "terminals" do
+    test "{pty, Opts} applies termios options: echo on, and ^B as the interrupt character" do
+      {:ok, pid, os_pid} =
+        :exec.run(~c"echo started && cat", [
+          :stdin,
+          :stdout,
+          {:stderr, :stdout},
+          {:pty, [{:echo, true}, {:vintr, 2}]},
+          :monitor
+        ])
+
+      assert receive_bytes(os_pid, "started\r\n")
+      :ok = :exec.send(os_pid, "test")
+      assert receive_bytes(os_pid, "test")
+      # ^C is no longer the interrupt: echoed, nothing else.
+      :ok = :exec.send(os_pid, <<3>>)
+      assert receive_bytes(os_pid, "^C")
+      :ok = :exec.send(os_pid, <<2>>)
+      assert receive_bytes(os_pid, "^B")
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 2}}, 5000
+    end
+
+    test "pty_opts/2 sets them on a running process" do
+      {:ok, pid, os_pid} =
+        :exec.run(~c"echo started && cat", [:stdin, :stdout, {:stderr, :stdout}, :pty, :monitor])
+
+      assert receive_bytes(os_pid, "started\r\n")
+      # Echo is off: cat's copy only.
+      :ok = :exec.send(os_pid, "a\n")
+      assert receive_bytes(os_pid, "a\r\n")
+      assert :exec.pty_opts(os_pid, [{:echo, 1}, {:vintr, 2}]) == :ok
+      :ok = :exec.send(os_pid, "b\n")
+      assert receive_bytes(os_pid, "b\r\nb\r\n")
+      :ok = :exec.send(os_pid, <<2>>)
+      assert receive_bytes(os_pid, "^B")
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 2}}, 5000
+    end
+
+    test "bad values: {error, {invalid_pty_value, Bad}} with the bad entries" do
+      assert :exec.run(~c"true", [
+               :sync,
+               {:pty, [echo: true, vintr: false, tty_op_ispeed: -1, invalid: 1]}
+             ]) ==
+               {:error, {:invalid_pty_value, [vintr: false, tty_op_ispeed: -1, invalid: 1]}}
+    end
+
+    test "winsz/3 on a pty process" do
+      {:ok, _pid, os_pid} =
+        :exec.run(~c"read x; stty size", [:pty, :stdin, :stdout, :monitor, {:winsz, {20, 70}}])
+
+      assert :exec.winsz(os_pid, 30, 100) == :ok
+      :ok = :exec.send(os_pid, "\n")
+      assert receive_bytes(os_pid, "30 100\r\n")
+    end
+  end
+
+  describe "success_exit_code" do
+    test "a 0 exit is reported as the raw status N, as erlexec does" do
+      assert :exec.run(~c"sleep 0.01", [{:success_exit_code, 0}, :sync]) == {:ok, []}
+
+      assert :exec.run(~c"sleep 0.01", [{:success_exit_code, 1}, :sync]) ==
+               {:error, [exit_status: 1]}
+
+      assert :exec.run(~c"exit 3", [{:success_exit_code, 1}, :sync]) ==
+               {:error, [exit_status: 768]}
+    end
+  end
+
+  describe "manage/2" do
+    test "an external process's DOWN reason is {exit_status, -1}; normal after stop/1" do
+      port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+      {:os_pid, os_pid} = Port.info(port, :os_pid)
+      {:ok, pid, ^os_pid} = :exec.manage(port, [:monitor])
+      assert os_pid in :exec.which_children()
+      :ok = :exec.kill(os_pid, 9)
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, -1}}, 5000
+
+      port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+      {:ok, pid, os_pid} = :exec.manage(port, [:monitor])
+      :ok = :exec.stop(pid)
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+    end
+
+    test "no such process: {error, not_found}" do
+      assert :exec.manage(dead_pid(), []) == {:error, :not_found}
+    end
+  end
+
+  test "ospid/1 speaks erlexec's {{From, Ref}, ospid} protocol" do
+    {:ok, pid, os_pid} = :exec.run(~c"sleep 100", [])
+    assert :exec.ospid(pid) == os_pid
+    ref = make_ref()
+    send(pid, {{self(), ref}, :ospid})
+    assert_receive {^ref, ^os_pid}, 5000
+
+    # Any process may answer it (exexec's tests do).
+    other =
+      spawn_link(fn ->
+        receive do: ({{from, ref}, :ospid} -> send(from, {ref, {:error, :testing}}))
+      end)
+
+    assert :exec.ospid(other) == {:error, :testing}
+    :ok = :exec.kill(os_pid, 9)
   end
 
   test "the caller's death stops its processes" do
@@ -72,18 +325,28 @@ defmodule Tether.ExecTest do
     assert wait_gone([os_pid]) == []
   end
 
-  test "the {stdout, File, Opts} and {stdout, stderr} forms" do
-    path = Path.join(System.tmp_dir!(), "tether-exec-#{System.unique_integer([:positive])}")
+  # A pid no process has: one that just exited and was reaped.
+  defp dead_pid do
+    {:ok, pid, os_pid} = Tether.run(["true"], [:monitor])
+    assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+    os_pid
+  end
 
-    {:ok, []} =
-      :exec.run(~c"echo one", [
-        :sync,
-        {:stdout, String.to_charlist(path), [:append, {:mode, 0o600}]}
-      ])
+  # Receives stdout of os_pid until exactly `expected` has arrived (chunks may split it).
+  defp receive_bytes(os_pid, expected, got \\ "") do
+    cond do
+      got == expected ->
+        true
 
-    {:ok, []} = :exec.run(~c"echo two", [:sync, {:stdout, String.to_charlist(path), [:append]}])
-    assert File.read!(path) == "one\ntwo\n"
-    File.rm!(path)
-    assert {:ok, [stderr: ["x\n"]]} = :exec.run(~c"echo x", [:sync, :stderr, {:stdout, :stderr}])
+      String.starts_with?(expected, got) ->
+        receive do
+          {:stdout, ^os_pid, data} -> receive_bytes(os_pid, expected, got <> data)
+        after
+          5000 -> flunk("expected #{inspect(expected)}, got #{inspect(got)}")
+        end
+
+      true ->
+        flunk("expected #{inspect(expected)}, got #{inspect(got)}")
+    end
   end
 end

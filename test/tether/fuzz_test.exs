@@ -130,7 +130,11 @@ defmodule Tether.FuzzTest do
        when name in [:run, :exec_run] and is_list(output),
        do: true
 
-  defp acceptable_result?(:exec_run, {:error, {:invalid_option, message}}), do: is_binary(message)
+  # :exec answers with erlexec's error terms: the bad option itself, or erlexec's strings.
+  defp acceptable_result?(name, {:error, reason})
+       when name in [:exec_run, :exec_stop, :exec_kill],
+       do: erlexec_error?(reason)
+
   defp acceptable_result?(:native_start, ref), do: is_reference(ref)
   defp acceptable_result?(_, {:error, reason}), do: is_atom(reason)
   defp acceptable_result?(_, :ok), do: true
@@ -139,6 +143,14 @@ defmodule Tether.FuzzTest do
   defp acceptable_result?(:signal_number, n), do: is_integer(n)
   defp acceptable_result?(:native_signal_number, n), do: is_integer(n) or is_nil(n)
   defp acceptable_result?(_, _), do: false
+
+  defp erlexec_error?(reason) when is_atom(reason), do: true
+
+  defp erlexec_error?({tag, _})
+       when tag in [:invalid_option, :invalid_env_value, :invalid_pty_value, :invalid_command],
+       do: true
+
+  defp erlexec_error?(message), do: is_binary(message) or :io_lib.printable_unicode_list(message)
 
   # Each call runs in its own process with a deadline: a hang fails the test.
   defp call(fun) do

@@ -13,8 +13,18 @@ defmodule Tether.PathDependencyTest do
     defmodule Consumer.MixProject do
       use Mix.Project
       def project, do: [app: :consumer, version: "0.0.1", deps: [{:tether, path: #{inspect(tether)}}]]
-      def application, do: [extra_applications: [:logger]]
+      def application, do: [extra_applications: [:logger, :erlexec]]
     end
+    """)
+
+    # An erlexec project's configuration: read by the :erlexec application Tether provides.
+    {me, 0} = System.cmd("id", ["-un"])
+    me = String.trim(me)
+    File.mkdir_p!(Path.join(dir, "config"))
+
+    File.write!(Path.join(dir, "config/config.exs"), """
+    import Config
+    config :erlexec, root: true, user: #{inspect(me)}, limit_users: [#{inspect(me)}]
     """)
 
     code = """
@@ -22,6 +32,10 @@ defmodule Tether.PathDependencyTest do
     receive do {:stdout, ^os_pid, data} -> IO.write(data) end
     receive do {:DOWN, ^os_pid, :process, _, reason} -> IO.inspect(reason) end
     IO.puts(:code.priv_dir(:tether))
+    [{:exec, exec, :worker, _}] = Supervisor.which_children(:exec_app)
+    true = Process.whereis(:exec) == exec
+    IO.inspect(:exec.run(~c"id -un", [:sync, :stdout, {:user, #{inspect(me)}}]))
+    IO.inspect(:exec.run(~c"true", [:sync, {:user, ~c"daemon"}]))
     """
 
     env = [{"MIX_ENV", "dev"}, {"MIX_EXS", nil}, {"MIX_BUILD_PATH", nil}, {"MIX_DEPS_PATH", nil}]
@@ -31,6 +45,9 @@ defmodule Tether.PathDependencyTest do
 
     assert status == 0, output
     assert output =~ "from consumer\n:normal\n"
+    # The :erlexec application started the exec server with `config :erlexec`.
+    assert output =~ ~s({:ok, [stdout: ["#{me}\\n"]]})
+    assert output =~ ~s({:error, 'User daemon is not allowed to run commands!'})
     # Built by cargo inside the consumer's own _build.
     assert File.exists?(Path.join(dir, "_build/dev/tether_native/release/libtether_nif.so"))
   end

@@ -1,84 +1,196 @@
 defmodule Tether.Exec.Proxy do
-  @moduledoc """
-  The pid that `:exec.run/2` returns: it starts the OS process with `Tether.run/2` (so it owns
-  it), and turns Tether's `:DOWN` into erlexec's, with the raw wait status (`{exit_status,
-  256}` for exit code 1) and `normal` after a `:exec.stop/1`. It exits with that reason, so a
-  linked caller (`link`) gets the erlexec exit signal. It watches the caller: when the caller
-  dies, the proxy exits and Tether stops the OS process.
+  @moduledoc false
+  # The pid that `:exec.run/2` returns, as erlexec's light-weight process per OS process.
+  #
+  # Spawned and linked by the `exec` server; it starts the OS process with `Tether.run/2` (or
+  # adopts one with `Tether.manage/2`), so it owns it, and turns Tether's `:DOWN` into
+  # erlexec's: the raw wait status (`{exit_status, 256}` for exit code 1), `normal` after a
+  # `:exec.stop/1`, `{exit_status, N}` for a 0 exit with `{success_exit_code, N}`,
+  # `{exit_status, -1}` for a managed process. It exits with that reason, so a linked caller
+  # gets erlexec's exit signal.
+  #
+  # With `kill_group`, the group is sent SIGTERM when its leader exits. When the server dies,
+  # the proxy sends SIGTERM to its child's group and leaves; Tether then stops the child (the
+  # proxy owned it). When the caller dies, the proxy leaves too, and Tether stops the child.
+  #
+  # Output goes from Tether straight to its destination; only the `:DOWN` passes here, sent by
+  # Tether after the last output, so it still follows every chunk.
 
-  Output goes from Tether straight to its destination; only the `:DOWN` passes here, sent by
-  Tether after the last output, so it still arrives after every chunk.
-  """
+  alias Tether.Exec.Group
+
+  @os_pid_key :"$exec_os_pid"
 
   @doc false
-  @spec start(Tether.command(), keyword, map, pid) :: {:ok, pid, pos_integer} | {:error, term}
-  def start(command, options, flags, caller) do
-    ref = make_ref()
-    spawn_options = if flags.link, do: [:link, :monitor], else: [:monitor]
+  @spec start(map) :: pid
+  def start(request), do: spawn_link(fn -> init(request) end)
 
-    {proxy, monitor} =
-      :erlang.spawn_opt(fn -> init(command, options, flags, caller, ref) end, spawn_options)
-
-    receive do
-      {^ref, {:ok, os_pid}} ->
-        Process.demonitor(monitor, [:flush])
-        {:ok, proxy, os_pid}
-
-      {^ref, {:error, reason}} ->
-        Process.demonitor(monitor, [:flush])
-        {:error, reason}
-
-      {:DOWN, ^monitor, :process, ^proxy, reason} ->
-        {:error, reason}
+  @doc false
+  # The os_pid a proxy stands for, read from its dictionary (nil for any other pid).
+  @spec os_pid(pid) :: pos_integer | nil
+  def os_pid(pid) when node(pid) == node() do
+    case Process.info(pid, :dictionary) do
+      {:dictionary, dictionary} -> dictionary[@os_pid_key]
+      nil -> nil
     end
   end
 
-  @doc false
-  # Marks the OS process as stopped on request: its DOWN reason becomes `normal`.
-  @spec stopping(pid) :: :ok
-  def stopping(proxy) do
-    send(proxy, :"$exec_stopping")
-    :ok
-  end
+  def os_pid(_pid), do: nil
 
-  defp init(command, options, flags, caller, ref) do
+  defp init(%{server: server, from: from, caller: caller, flags: flags} = request) do
+    Process.flag(:trap_exit, true)
     Process.monitor(caller)
 
-    try do
-      Tether.run(command, [{:monitor, true} | options])
-    rescue
-      error in ArgumentError -> {:error, {:invalid_option, Exception.message(error)}}
-    end
-    |> case do
-      {:ok, _pid, os_pid} ->
-        Process.put(:"$exec_os_pid", os_pid)
-        :ets.insert(Tether.Exec.Server.table(), {os_pid, self()})
-        send(caller, {ref, {:ok, os_pid}})
-        loop(os_pid, caller, flags, false)
+    case spawn_child(request) do
+      {:ok, os_pid, managed?} ->
+        Process.put(@os_pid_key, os_pid)
+        pgid = pgid(os_pid, flags, managed?)
+        send(server, {:"$exec_child", self(), os_pid, pgid})
+        if flags.termios != [], do: set_termios(os_pid, flags.termios)
+        if flags.link, do: Process.link(caller)
+        GenServer.reply(from, {:ok, self(), os_pid})
+
+        loop(%{
+          os_pid: os_pid,
+          pgid: pgid,
+          server: server,
+          caller: caller,
+          flags: flags,
+          managed: managed?,
+          stopping: false
+        })
 
       {:error, reason} ->
-        send(caller, {ref, {:error, reason}})
+        GenServer.reply(from, {:error, reason})
     end
   end
 
-  defp loop(os_pid, caller, flags, stopping?) do
+  defp spawn_child(%{kind: {:manage, os_pid}, options: options}) do
+    case Tether.manage(os_pid, [{:monitor, true} | options]) do
+      {:ok, _pid, os_pid} -> {:ok, os_pid, true}
+      {:error, :no_process} -> {:error, :not_found}
+      {:error, reason} -> {:error, reason}
+    end
+  rescue
+    error in ArgumentError -> {:error, {:invalid_option, Exception.message(error)}}
+  end
+
+  defp spawn_child(%{kind: :run, command: command, options: options}) do
+    case Tether.run(command, [{:monitor, true} | options]) do
+      {:ok, _pid, os_pid} -> {:ok, os_pid, false}
+      {:error, errno} when is_atom(errno) -> cannot_execute(command, options, errno)
+    end
+  rescue
+    error in ArgumentError -> {:error, {:invalid_option, Exception.message(error)}}
+  end
+
+  # erlexec forks before it executes: a program that cannot be executed is a real process that
+  # writes "Pid N: cannot execute 'X': <strerror>" to its stderr and exits with status 1. Run such
+  # a process, with the same output options, so the caller sees erlexec's messages.
+  @exec_errors [:enoent, :eacces, :enoexec, :enotdir, :eloop, :enametoolong, :e2big, :etxtbsy]
+
+  defp cannot_execute(command, options, errno) do
+    cd = Keyword.get(options, :cd)
+    program = Keyword.get(options, :executable, hd(command))
+
+    # perror's format, with the pid of the process that failed, as erlexec's child writes it.
+    {script, message} =
+      if cd && not File.dir?(cd),
+        do: {~S(printf '%s\n' "$1" >&2; exit 1), "Cannot chdir to '#{cd}': #{strerror(:enoent)}"},
+        else:
+          {~S(printf 'Pid %s: %s\n' "$$" "$1" >&2; exit 1),
+           "cannot execute '#{program}': #{strerror(errno)}"}
+
+    if errno in @exec_errors do
+      keep = Keyword.take(options, [:stdout, :stderr, :stdin, :pty, :pty_echo, :winsz])
+
+      case Tether.run(["/bin/sh", "-c", script, "sh", message], [{:monitor, true} | keep]) do
+        {:ok, _pid, os_pid} -> {:ok, os_pid, false}
+        {:error, reason} -> {:error, reason}
+      end
+    else
+      {:error, errno}
+    end
+  end
+
+  defp strerror(:enoent), do: "No such file or directory"
+  defp strerror(:eacces), do: "Permission denied"
+  defp strerror(:enoexec), do: "Exec format error"
+  defp strerror(:enotdir), do: "Not a directory"
+  defp strerror(:eloop), do: "Too many levels of symbolic links"
+  defp strerror(:enametoolong), do: "File name too long"
+  defp strerror(:e2big), do: "Argument list too long"
+  defp strerror(:etxtbsy), do: "Text file busy"
+  defp strerror(other), do: to_string(:file.format_error(other))
+
+  # The group the child's kill_group addresses: the group it leads, or the one it joined.
+  defp pgid(_os_pid, _flags, true), do: nil
+  defp pgid(_os_pid, %{group: gid}, false) when is_integer(gid) and gid > 0, do: gid
+  defp pgid(os_pid, _flags, false), do: os_pid
+
+  defp set_termios(os_pid, modes) do
+    case Tether.Exec.Terminal.set(os_pid, modes) do
+      :ok -> :ok
+      {:error, _} -> :ok
+    end
+  end
+
+  defp loop(%{os_pid: os_pid} = state) do
     receive do
-      :"$exec_stopping" ->
-        loop(os_pid, caller, flags, true)
+      {:"$exec_stop", from, ref} ->
+        # Marked before the signal: the exit reason is `normal` once the process was stopped.
+        state = %{state | stopping: true}
+        send(from, {ref, stop(state)})
+        loop(state)
+
+      {{from, ref}, :ospid} when is_pid(from) ->
+        # erlexec's protocol for exec:ospid/1, which other code speaks too.
+        send(from, {ref, os_pid})
+        loop(state)
 
       {:DOWN, ^os_pid, :process, _pid, reason} ->
-        reason = if stopping?, do: :normal, else: :exec.to_erlexec_reason(reason)
-        :ets.delete_object(Tether.Exec.Server.table(), {os_pid, self()})
-        if flags.monitor, do: send(caller, {:DOWN, os_pid, :process, self(), reason})
+        reason = reason(reason, state)
+        if state.flags.kill_group and state.pgid, do: Group.signal([state.pgid], :sigterm)
+
+        if state.flags.monitor or state.flags.sync,
+          do: send(state.caller, {:DOWN, os_pid, :process, self(), reason})
+
         exit(reason)
 
-      {:DOWN, _ref, :process, ^caller, _} ->
-        # The caller is gone: leaving makes Tether stop the OS process (we own it).
-        :ets.delete_object(Tether.Exec.Server.table(), {os_pid, self()})
+      {:EXIT, server, _reason} when server == state.server ->
+        # The server is gone, as erlexec's port program: its children go with it.
+        if state.pgid == os_pid, do: Group.signal([os_pid], :sigterm)
+
+        if state.flags.monitor or state.flags.sync,
+          do: send(state.caller, {:DOWN, os_pid, :process, self(), :port_closed})
+
+        exit(:port_closed)
+
+      {:EXIT, caller, reason} when caller == state.caller ->
+        # A linked caller died: leaving makes Tether stop the OS process (we own it).
+        exit(if reason in [:normal, :shutdown], do: reason, else: {:owner_died, caller, reason})
+
+      {:DOWN, _ref, :process, caller, _} when caller == state.caller ->
         exit(:normal)
 
       _ ->
-        loop(os_pid, caller, flags, stopping?)
+        loop(state)
     end
   end
+
+  defp stop(%{flags: %{kill_group: true}, pgid: pgid} = state) when is_integer(pgid) do
+    # The stop first: it reports whether the process was still there to be stopped.
+    result = Tether.stop(state.os_pid)
+    Group.signal([pgid], :sigterm)
+    result
+  end
+
+  defp stop(state), do: Tether.stop(state.os_pid)
+
+  defp reason(_reason, %{stopping: true}), do: :normal
+  defp reason(_reason, %{managed: true}), do: {:exit_status, -1}
+
+  defp reason(:normal, %{flags: %{success_exit_code: code}}) when code != 0,
+    do: {:exit_status, code}
+
+  defp reason(reason, _state), do: :exec.to_erlexec_reason(reason)
 end

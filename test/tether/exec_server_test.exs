@@ -1,0 +1,176 @@
+defmodule Tether.ExecServerTest do
+  # The `exec` server's life, as erlexec's: started by start/0,1, start_link/1, the :erlexec
+  # application or first use; its children stop with it; its start options. These tests stop
+  # and kill the one `exec` server of the VM, so they run alone.
+  use ExUnit.Case, async: false
+  import Tether.OsHelpers
+
+  setup do
+    stop_exec()
+    on_exit(&stop_exec/0)
+  end
+
+  defp stop_exec do
+    Application.stop(:erlexec)
+
+    case Process.whereis(:exec) do
+      nil ->
+        :ok
+
+      pid ->
+        ref = Process.monitor(pid)
+        Process.exit(pid, :kill)
+        receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
+    end
+  end
+
+  # Starts `sleep 20 &` from a shell child and returns {shell os_pid, the sleep's os_pid}.
+  defp shell_with_background_job(options) do
+    {:ok, _pid, os_pid} = :exec.run(~c"sleep 20 & echo $!; wait", [:stdout | options])
+    {os_pid, os_pid |> first_line() |> String.to_integer()}
+  end
+
+  describe "the exec server" do
+    test "start/0 registers it as exec; a second start gives {error, {already_started, Pid}}" do
+      assert {:ok, pid} = :exec.start()
+      assert Process.whereis(:exec) == pid
+      assert :exec.start([]) == {:error, {:already_started, pid}}
+      {:links, links} = Process.info(self(), :links)
+      refute pid in links
+    end
+
+    test "start_link/1 links it to the caller" do
+      Process.flag(:trap_exit, true)
+      assert {:ok, pid} = :exec.start_link([])
+      {:links, links} = Process.info(self(), :links)
+      assert pid in links
+      Process.exit(pid, :shutdown)
+      assert_receive {:EXIT, ^pid, :shutdown}, 5000
+    end
+
+    test "a supervision tree listing :exec starts it" do
+      {:ok, sup} = Supervisor.start_link([:exec], strategy: :one_for_one)
+      assert [{:exec, pid, :worker, _}] = Supervisor.which_children(sup)
+      assert Process.whereis(:exec) == pid
+      Supervisor.stop(sup)
+    end
+
+    test "it starts on first use when nobody started it" do
+      assert Process.whereis(:exec) == nil
+      assert {:ok, [stdout: ["x\n"]]} = :exec.run(~c"echo x", [:sync, :stdout])
+      assert is_pid(Process.whereis(:exec))
+    end
+
+    test "gen_server:stop stops its children and what they left in their groups" do
+      {:ok, pid} = :exec.start()
+      {shell, sleep} = shell_with_background_job([])
+      assert :gen_server.stop(pid) == :ok
+      # Gone when stop returns (erlexec's finalize_shutdown_kills_shell_descendants).
+      refute alive?(shell)
+      refute alive?(sleep)
+    end
+
+    test "a killed server takes its children; the next start works at once, with a new table" do
+      {:ok, pid} = :exec.start()
+      {:ok, proxy, os_pid} = :exec.run(~c"sleep 100", [:monitor])
+      {_shell, sleep} = shell_with_background_job([])
+      Process.exit(pid, :kill)
+      assert_receive {:DOWN, ^os_pid, :process, ^proxy, :port_closed}, 5000
+      assert wait_gone([os_pid, sleep]) == []
+
+      assert {:ok, new} = :exec.start()
+      assert new != pid
+      {:ok, proxy, os_pid} = :exec.run(~c"sleep 100", [])
+      assert :exec.pid(os_pid) == proxy
+      assert :exec.which_children() == [os_pid]
+      :ok = :exec.kill(os_pid, 9)
+    end
+  end
+
+  describe "the erlexec application" do
+    test "Application.ensure_all_started(:erlexec) starts the exec server under it" do
+      assert {:ok, started} = Application.ensure_all_started(:erlexec)
+      assert :erlexec in started
+      pid = Process.whereis(:exec)
+      assert [{:exec, ^pid, :worker, _}] = Supervisor.which_children(:exec_app)
+      {:ok, _, os_pid} = :exec.run(~c"sleep 100", [])
+      assert :ok = Application.stop(:erlexec)
+      assert Process.whereis(:exec) == nil
+      assert wait_gone([os_pid]) == []
+    end
+
+    test "application:start(erlexec) reads config :erlexec" do
+      Application.put_env(:erlexec, :debug, 3)
+      on_exit(fn -> Application.delete_env(:erlexec, :debug) end)
+      assert :application.start(:erlexec) == :ok
+      assert :exec.debug(0) == {:ok, 3}
+    end
+  end
+
+  describe "start options" do
+    test "erlexec's start-time errors" do
+      assert {:error, ~c"Cannot specify effective user" ++ _} =
+               :exec.start([{:user, ~c"xxxx"}, {:limit_users, [:yyyy]}])
+
+      assert {:error, ~c"Cannot restrict users" ++ _} = :exec.start([{:limit_users, [:yyyy]}])
+
+      assert {:error, ~c"Not allowed to run without restricting effective users" ++ _} =
+               :exec.start([:root, {:user, ~c"xxxx"}])
+
+      assert {:error, ~c"Not allowed to run without providing effective user " ++ _} =
+               :exec.start([:root, {:limit_users, [:yyyy]}])
+
+      assert :exec.start([:bogus]) == {:error, {:invalid_option, :bogus}}
+
+      assert :exec.start([{:capabilities, [:no_such_cap]}]) ==
+               {:error, {:invalid_option, {:capabilities, [:no_such_cap]}}}
+
+      assert Process.whereis(:exec) == nil
+    end
+
+    test "root, {user, U}, {limit_users, L}: children run as U; {user, X} only for X in L" do
+      options = [:root, {:user, ~c"nobody"}, {:limit_users, [~c"daemon"]}]
+
+      if whoami() == "root" do
+        assert {:ok, _} = :exec.start(options)
+        assert :exec.run(~c"id -un", [:sync, :stdout]) == {:ok, [stdout: ["nobody\n"]]}
+
+        assert :exec.run(~c"id -un", [:sync, :stdout, {:user, ~c"daemon"}]) ==
+                 {:ok, [stdout: ["daemon\n"]]}
+
+        assert :exec.run(~c"id -un", [:sync, {:user, ~c"root"}]) ==
+                 {:error, ~c"User root is not allowed to run commands!"}
+      else
+        # Switching users needs root, for erlexec's port program as for us.
+        assert {:error, _} = :exec.start(options)
+      end
+    end
+
+    test "{env, Env} is added to every child's environment" do
+      assert {:ok, _} = :exec.start([{:env, [{~c"FROM_START", ~c"yes"}]}])
+      assert :exec.run(~c"echo $FROM_START", [:sync, :stdout]) == {:ok, [stdout: ["yes\n"]]}
+    end
+  end
+
+  describe "string commands" do
+    test "run under $SHELL -c, and /bin/sh when SHELL is unset" do
+      shell = System.get_env("SHELL")
+
+      on_exit(fn ->
+        if shell, do: System.put_env("SHELL", shell), else: System.delete_env("SHELL")
+      end)
+
+      System.put_env("SHELL", System.find_executable("bash"))
+      # bash's arithmetic, as erlexec's suite and README use it.
+      assert :exec.run(~c"echo $[1+2]", [:sync, :stdout]) == {:ok, [stdout: ["3\n"]]}
+
+      System.delete_env("SHELL")
+      assert :exec.run(~c"echo $0", [:sync, :stdout]) == {:ok, [stdout: ["/bin/sh\n"]]}
+    end
+  end
+
+  defp whoami do
+    {name, 0} = System.cmd("id", ["-un"])
+    String.trim(name)
+  end
+end
