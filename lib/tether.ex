@@ -78,6 +78,16 @@ defmodule Tether do
     * `{:idle_timeout, ms}` - stop the process once it has written no output for `ms`.
     * `{:max_output, bytes}` - stop the process once it has written more than `bytes` to the
       streams Tether reads (those sent to a pid, a fun or `:print`).
+    * `{:background_jobs, :stop | :keep}` - what happens to what the process started (its
+      group's other members, everything in its cgroup) when it exits on its own. `:stop` (the
+      default): it is stopped with the process's own stop sequence (SIGTERM, `:kill_timeout`,
+      SIGKILL) right after the `:DOWN`. `:keep`: it runs on while the owner lives, and is
+      stopped when the owner dies or the application stops (and killed with the VM).
+      `info/1` shows `background_jobs: :running` until it is gone.
+    * `{:cgroup_limits, [memory_max: bytes, pids_max: n, cpu_max: {quota_us, period_us}]}` -
+      limits for the process's own cgroup (cgroup v2 `memory.max`, `pids.max`, `cpu.max`).
+      Where cgroups are off, or the hierarchy does not enable that controller, `run/2`
+      returns `{:error, :cgroup_limits_unavailable}`: a limit is never silently ignored.
     * `{:detach, true}` - let the process outlive its owner and the VM on purpose: it is not
       stopped when its owner dies or its `Tether.Process` goes, not stopped when the `:tether`
       application stops, not killed when the VM dies. `stop/1` and `kill/2` still work while the
@@ -134,20 +144,36 @@ defmodule Tether do
 
   ## Lifetime
 
-  No OS process outlives its owner unless it was started with `{:detach, true}`:
+  No OS process outlives its owner unless it was started with `{:detach, true}` — and that
+  includes everything it starts:
 
-    * each child leads its own process group, so `stop/1` and `kill/2` reach its grandchildren;
-      when a stopped child's leader exits, what is left of its group is killed at once;
+    * each child leads its own process group and, where cgroup v2 is writable (the default
+      `config :tether, cgroups: :auto`; see `Tether.Config` and `info/0`), lives in a cgroup of
+      its own that it joins before `execve`, so what it starts is born inside: background
+      jobs, double forks, `setsid` daemons, processes that change their group;
+    * `stop/1` runs the stop sequence on all of it: the child (through its pidfd, even if it
+      moved to another group), its group, and every other process in its cgroup (SIGKILL
+      through `cgroup.kill`). It always ends in a `:DOWN`;
+    * when the child exits on its own, its `:DOWN` comes at once; then what it started is
+      stopped the same way (see `{:background_jobs, ...}`);
     * when the process that called `run/2` exits (normally or not), its OS processes are stopped
       like `stop/1` does; so are they when their `Tether.Process` is killed;
     * when the `:tether` application stops (`Application.stop/1`, `System.stop/0`), every OS
-      process is stopped, and the stop returns as soon as the last one has exited;
-    * when the VM dies, even by SIGKILL, the kernel kills the direct children
+      process is stopped, and the stop returns as soon as the last one is gone;
+    * when the VM dies, even by SIGKILL or the OOM killer, the kernel kills the direct children
       (`PR_SET_PDEATHSIG`) and a watchdog program (`tether_watchdog`, started by the native
-      event loop with a pipe on its stdin) sees the pipe close and SIGKILLs every child's group.
-      If the watchdog itself is killed, a new one is started at once and told every live group.
+      event loop) sees its socket close, kills this VM's whole cgroup tree and every child's
+      group (through the leaders' pidfds). If the watchdog itself is killed, a new one is
+      started at once and told everything again. As root it runs with `oom_score_adj` -1000.
 
-  A child's own children that leave its process group (`setsid`, daemons) are not tracked.
+  Without cgroups (`cgroups: false`, or a hierarchy that is not writable), what leaves the
+  child's process group — a `setsid` daemon, a job that moved to a group of its own (`bash`
+  with `set -m`, `setpgid`) — is not found. README's guarantees table lists every case.
+
+  Tether signals only what it started: one guarded function in the native core sends every
+  signal, and never to pid 1, to every process (`kill(-1)`), to the VM or to the VM's group.
+  A group is signalled through its leader's pidfd (Linux ≥ 6.9), so a recycled group id is
+  never hit.
   """
 
   @typedoc "An OS process id."

@@ -4,6 +4,30 @@ defmodule Tether.OsHelpers do
   messages a run produces.
   """
 
+  # Each sets `p` to the pid of a process that tries to escape.
+  @escapes [
+    background_job: "sleep 1000 >/dev/null 2>&1 & p=$!",
+    nohup: "nohup sleep 1000 >/dev/null 2>&1 & p=$!",
+    subshell_double_fork: "p=$( (sleep 1000 >/dev/null 2>&1 & echo $!) )",
+    setsid: "setsid sleep 1000 >/dev/null 2>&1 & p=$!",
+    double_fork_setsid: "p=$( (setsid sleep 1000 >/dev/null 2>&1 & echo $!) )",
+    bash_set_m: "p=$(bash -c 'set -m; sleep 1000 >/dev/null 2>&1 & echo $!')",
+    # Parent and child both move the child into a group of its own (as shells do: whichever
+    # runs first), before the parent tells its pid.
+    perl_setpgrp:
+      ~S[p=$(perl -e 'if ($p = fork) { setpgrp($p, $p); print "$p\n"; exit } setpgrp(0, 0); open STDOUT, ">/dev/null"; exec "sleep", 1000')]
+  ]
+
+  @doc "Ways a process started by a child tries to outlive it: `{name, shell snippet}`."
+  def escapes, do: @escapes
+
+  # Runs an escape, waits until the escapee runs `sleep` (its setsid/setpgid is then done) and
+  # prints its pid.
+  @doc "A command that runs an escape `snippet` and prints the escapee's pid once it is done."
+  def escape_command(snippet) do
+    ~s{#{snippet}; until [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ]; do :; done; echo $p}
+  end
+
   @doc "Path of a helper script under test/support/scripts."
   def script(name), do: Path.expand("scripts/#{name}", __DIR__)
 

@@ -7,25 +7,7 @@ defmodule Tether.ContainmentTest do
 
   @moduletag timeout: 180_000
 
-  # Each sets `p` to the pid of a process that tries to escape.
-  @escapes [
-    background_job: "sleep 1000 >/dev/null 2>&1 & p=$!",
-    nohup: "nohup sleep 1000 >/dev/null 2>&1 & p=$!",
-    subshell_double_fork: "p=$( (sleep 1000 >/dev/null 2>&1 & echo $!) )",
-    setsid: "setsid sleep 1000 >/dev/null 2>&1 & p=$!",
-    double_fork_setsid: "p=$( (setsid sleep 1000 >/dev/null 2>&1 & echo $!) )",
-    bash_set_m: "p=$(bash -c 'set -m; sleep 1000 >/dev/null 2>&1 & echo $!')",
-    # Parent and child both move the child into a group of its own (as shells do: whichever
-    # runs first), before the parent tells its pid.
-    perl_setpgrp:
-      ~S[p=$(perl -e 'if ($p = fork) { setpgrp($p, $p); print "$p\n"; exit } setpgrp(0, 0); open STDOUT, ">/dev/null"; exec "sleep", 1000')]
-  ]
-
-  # Runs an escape, waits until the escapee runs `sleep` (its setsid/setpgid is then done) and
-  # prints its pid.
-  defp escape_command(snippet) do
-    ~s{#{snippet}; until [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ]; do :; done; echo $p}
-  end
+  @escapes escapes()
 
   # Without cgroups these leave the child's process group, and nothing else can find them.
   @escape_without_cgroups [:setsid, :double_fork_setsid, :bash_set_m, :perl_setpgrp]
@@ -46,7 +28,10 @@ defmodule Tether.ContainmentTest do
 
   # Starts `snippet` (then exits, or stays with `then_sleep`), returns {os_pid, escapee pid}.
   defp start_escape(snippet, then_sleep, options \\ []) do
-    command = escape_command(snippet) <> if(then_sleep, do: "; exec sleep 1000", else: "")
+    command =
+      Tether.OsHelpers.escape_command(snippet) <>
+        if(then_sleep, do: "; exec sleep 1000", else: "")
+
     {:ok, _, os_pid} = Tether.run(command, [:stdout, :monitor, kill_timeout: 1] ++ options)
     {os_pid, String.to_integer(first_line(os_pid))}
   end
@@ -208,7 +193,7 @@ defmodule Tether.ContainmentTest do
   # ── VM death ───────────────────────────────────────────────────────────────────────────
 
   defp vm_scenario(cgroups, action) do
-    commands = inspect(for {_, snippet} <- @escapes, do: escape_command(snippet))
+    commands = inspect(for {_, snippet} <- @escapes, do: Tether.OsHelpers.escape_command(snippet))
 
     """
     Application.put_env(:tether, :cgroups, #{cgroups})

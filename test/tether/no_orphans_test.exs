@@ -11,6 +11,9 @@ defmodule Tether.NoOrphansTest do
   @kill_timeout 1
 
   defp scenario(action) do
+    escapes =
+      inspect(for {_, snippet} <- escapes(), do: escape_command(snippet) <> "; exec sleep 1000")
+
     """
     {:ok, _} = Application.ensure_all_started(:tether)
     main = self()
@@ -20,7 +23,7 @@ defmodule Tether.NoOrphansTest do
         {"sleep 1000 & sleep 1000", []},
         {["sleep", "1000"], [group: 0]},
         {[#{inspect(script("ignore_term.sh"))}], [stdout: main]}
-      ]
+      ] ++ for command <- #{escapes}, do: {command, [stdout: main]}
       children = for {cmd, opts} <- specs, do: elem(Tether.run(cmd, [kill_timeout: #{@kill_timeout}] ++ opts), 2)
       send(main, {:children, children})
       receive do
@@ -29,11 +32,23 @@ defmodule Tether.NoOrphansTest do
       end
     end)
     children = receive do {:children, c} -> c end
-    receive do {:stdout, _, "ready\\n"} -> :ok end
+    # The SIGTERM-ignoring child says ready; each escape prints its escapee's pid.
+    collect = fn collect, ready, pids ->
+      if ready and length(pids) == #{length(escapes())} do
+        pids
+      else
+        receive do
+          {:stdout, _, "ready\\n"} -> collect.(collect, true, pids)
+          {:stdout, _, line} -> collect.(collect, ready, [String.trim(line) | pids])
+        end
+      end
+    end
+    escapees = collect.(collect, false, [])
     members = fn -> Enum.flat_map(children, &Tether.TestCluster.Manager.group_members/1) end
     wait = fn wait -> if length(members.()) >= 5, do: :ok, else: (Process.sleep(5); wait.(wait)) end
     wait.(wait)
     IO.puts("MEMBERS " <> Enum.join(members.(), " "))
+    IO.puts("ESCAPEES " <> Enum.join(escapees, " "))
     IO.puts("WATCHDOG \#{Tether.Native.watchdog_os_pid()}")
     IO.puts("ACTION \#{System.os_time(:millisecond)}")
     #{action}
@@ -42,12 +57,13 @@ defmodule Tether.NoOrphansTest do
     """
   end
 
-  # Starts the scenario BEAM; returns its os_pid and the parsed report once it has acted.
+  # Starts the scenario BEAM; returns its os_pid and the parsed report once it has acted. It
+  # is detached from this VM, so that only its own defences clean up after it.
   defp start_scenario(action, until \\ "ACTION") do
     ebin = Path.join(:code.lib_dir(:tether), "ebin")
-
-    {:ok, _, vm} =
-      Tether.run(["elixir", "-pa", ebin, "-e", scenario(action)], [:stdout, :stderr, :monitor])
+    command = ["elixir", "-pa", ebin, "-e", scenario(action)]
+    {:ok, _, vm} = Tether.run(command, [:stdout, :stderr, :monitor, detach: true])
+    on_exit(fn -> System.cmd("kill", ["-9", "#{vm}"], stderr_to_stdout: true) end)
 
     {vm, read_report(vm, until, %{})}
   end
@@ -60,7 +76,7 @@ defmodule Tether.NoOrphansTest do
           |> String.split("\n", trim: true)
           |> Enum.reduce(report, fn line, acc ->
             case String.split(line, " ") do
-              [key | values] when key in ~w(MEMBERS WATCHDOG ACTION DONE NEWWATCHDOG) ->
+              [key | values] when key in ~w(MEMBERS ESCAPEES WATCHDOG ACTION DONE NEWWATCHDOG) ->
                 Map.put(acc, key, Enum.map(values, &String.to_integer/1))
 
               _ ->
@@ -84,8 +100,14 @@ defmodule Tether.NoOrphansTest do
   end
 
   defp assert_all_gone(report, within_ms) do
-    members = report["MEMBERS"]
-    assert length(members) >= 5
+    assert length(report["MEMBERS"]) >= 5
+    assert length(report["ESCAPEES"]) == length(escapes())
+    members = report["MEMBERS"] ++ report["ESCAPEES"]
+
+    on_exit(fn ->
+      Enum.each(members, &System.cmd("kill", ["-9", "#{&1}"], stderr_to_stdout: true))
+    end)
+
     [action_at] = report["ACTION"]
     assert wait_gone(members, within_ms + 2000) == [], "survivors in /proc"
     gone_after = System.os_time(:millisecond) - action_at
@@ -169,10 +191,10 @@ defmodule Tether.NoOrphansTest do
     assert new != old
     assert wait_gone([old]) == []
     # Children kept running, under management.
-    assert Enum.all?(report["MEMBERS"], &alive?/1)
+    assert Enum.all?(report["MEMBERS"] ++ report["ESCAPEES"], &alive?/1)
     Tether.kill(vm, :sigkill)
     assert_receive {:DOWN, ^vm, :process, _, {:signal, :sigkill, false}}, 5000
-    assert wait_gone(report["MEMBERS"] ++ [new], 1000) == []
+    assert wait_gone(report["MEMBERS"] ++ report["ESCAPEES"] ++ [new], 1000) == []
   end
 
   test "{:detach, true} lets a process outlive its owner and the VM on purpose" do

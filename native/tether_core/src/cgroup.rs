@@ -99,11 +99,14 @@ impl Root {
             let _ = std::fs::remove_dir(&path);
             return Err(format!("{} is not a cgroup2 directory", base.display()));
         }
-        let available = std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default();
+        let available =
+            std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default();
         let controllers: Vec<String> = available
             .split_whitespace()
             .filter(|c| ["cpu", "memory", "pids"].contains(c))
-            .filter(|c| std::fs::write(path.join("cgroup.subtree_control"), format!("+{c}")).is_ok())
+            .filter(|c| {
+                std::fs::write(path.join("cgroup.subtree_control"), format!("+{c}")).is_ok()
+            })
             .map(String::from)
             .collect();
         Ok(Root { path, controllers })
@@ -256,7 +259,10 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         assert_eq!(cgroup2_mount("24 1 0:22 / /proc rw - proc proc rw\n"), None);
-        assert_eq!(own_cgroup("4:memory:/x\n0::/user.slice/a\n"), Some("/user.slice/a"));
+        assert_eq!(
+            own_cgroup("4:memory:/x\n0::/user.slice/a\n"),
+            Some("/user.slice/a")
+        );
         assert_eq!(own_cgroup("4:memory:/x\n"), None);
     }
 }

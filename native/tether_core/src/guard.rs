@@ -26,7 +26,10 @@ pub enum Target {
     /// One process, through its pidfd.
     Process { pid: libc::pid_t, pidfd: RawFd },
     /// A process group, through its leader's pidfd.
-    Group { pgid: libc::pid_t, leader_pidfd: RawFd },
+    Group {
+        pgid: libc::pid_t,
+        leader_pidfd: RawFd,
+    },
 }
 
 /// Whether `pid` (a process or a group id) may ever be signalled by Tether.
@@ -267,7 +270,7 @@ mod tests {
     fn a_group_is_reached_after_its_leader_is_reaped() {
         // sh leads a new group, starts a background sleep and exits.
         let mut child = std::process::Command::new("/bin/sh");
-        child.args(["-c", "sleep 30 & echo $!"]);
+        child.args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"]);
         std::os::unix::process::CommandExt::process_group(&mut child, 0);
         child.stdout(std::process::Stdio::piped());
         let child = child.spawn().unwrap();

@@ -37,8 +37,8 @@ use nix::errno::Errno;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -341,7 +341,11 @@ impl Reactor {
         if let (cgroup::Mode::Required, Err(reason)) = (&mode, &root) {
             return Err(reason.clone());
         }
-        *self.shared.cgroups.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
+        *self
+            .shared
+            .cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = status.clone();
         self.send(Request::SetCgroups { root: root.ok() });
         Ok(status.ok())
     }
@@ -358,7 +362,11 @@ impl Reactor {
     /// os_pids of exited children whose background jobs (group members, cgroup processes) are
     /// still alive, ascending.
     pub fn draining(&self) -> Vec<u32> {
-        let draining = self.shared.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let draining = self
+            .shared
+            .draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         draining.keys().copied().collect()
     }
 
@@ -1174,7 +1182,12 @@ impl EventLoop {
     /// Runs a user's kill command (`/bin/sh -c`) with `CHILD_PID` set. It is a child like any
     /// other (its own group and cgroup, guarded, killed with the VM), never reported, and
     /// stopped after `limit` (the step's wait) or when the child it stops is gone.
-    fn run_kill_command(&mut self, script: &[u8], pid: libc::pid_t, limit: Duration) -> Option<u64> {
+    fn run_kill_command(
+        &mut self,
+        script: &[u8],
+        pid: libc::pid_t,
+        limit: Duration,
+    ) -> Option<u64> {
         let mut command = Command::new([b"/bin/sh".to_vec(), b"-c".to_vec(), script.to_vec()]);
         command.env = vec![crate::command::EnvChange::Set(
             b"CHILD_PID".to_vec(),
@@ -1489,32 +1502,37 @@ impl EventLoop {
             usage.tree_memory_peak = stats.memory_peak;
         }
         let (os_pid, counters) = (child.os_pid, child.counters);
-        child.listener.exited(os_pid, status, usage, counters);
-        self.release_resources(id);
-        let Some(child) = self.children.get_mut(&id) else {
-            return;
-        };
-        if child.detach || child.adopted || !child.targets.remains() {
-            return self.forget(id);
+        // Known before the :DOWN, so that whoever gets it sees the draining state at once.
+        let drains = !child.detach && !child.adopted && child.targets.remains();
+        if drains {
+            child.draining = true;
+            self.shared
+                .draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(os_pid)
+                .and_modify(|n| *n += 1)
+                .or_insert(1);
         }
-        self.drain(id);
+        if let Some(child) = self.children.get_mut(&id) {
+            child.listener.exited(os_pid, status, usage, counters);
+        }
+        self.release_resources(id);
+        if drains {
+            self.drain(id);
+        } else {
+            self.forget(id);
+        }
     }
 
-    /// The child is reported and gone, and what it started lives on: stop it with the child's
+    /// The child is reported and gone (and marked draining), and what it started lives on: stop
+    /// it with the child's
     /// stop sequence (unless it is kept while the owner lives), and keep it guarded until it
     /// is gone.
     fn drain(&mut self, id: u64) {
         let Some(child) = self.children.get_mut(&id) else {
             return;
         };
-        child.draining = true;
-        self.shared
-            .draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(child.os_pid)
-            .and_modify(|n| *n += 1)
-            .or_insert(1);
         let was_stopping = std::mem::replace(&mut child.stopping, false);
         if let Some(events) = child.targets.cgroup.as_ref().and_then(|c| c.events().ok()) {
             let fd = events.as_raw_fd();
@@ -1557,7 +1575,12 @@ impl EventLoop {
             let mut buffer = [0u8; 256];
             // SAFETY: `buffer` is valid for its length; the fd is open.
             let _ = unsafe {
-                libc::pread(events.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0)
+                libc::pread(
+                    events.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                )
             };
         }
         if !child.targets.remains() {
@@ -1566,9 +1589,9 @@ impl EventLoop {
         if event {
             return;
         }
-        let next = child
-            .drain_check
-            .map_or(DRAIN_CHECK_FIRST, |(_, after)| (after * 2).min(DRAIN_CHECK_MAX));
+        let next = child.drain_check.map_or(DRAIN_CHECK_FIRST, |(_, after)| {
+            (after * 2).min(DRAIN_CHECK_MAX)
+        });
         self.arm_drain_check(id, next);
     }
 
@@ -1579,7 +1602,11 @@ impl EventLoop {
             return;
         };
         if child.draining {
-            let mut draining = self.shared.draining.lock().unwrap_or_else(|p| p.into_inner());
+            let mut draining = self
+                .shared
+                .draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(n) = draining.get_mut(&child.os_pid) {
                 *n -= 1;
                 if *n == 0 {

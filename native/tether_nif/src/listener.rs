@@ -4,9 +4,9 @@
 //! message precedes the `:DOWN` of the same process.
 
 use crate::atoms;
+use crate::handle::OwnerWatch;
 use crate::spec::Routes;
 use rustler::env::SavedTerm;
-use crate::handle::OwnerWatch;
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedBinary, OwnedEnv, ResourceArc, Term};
 use std::cell::RefCell;
 use tether_core::{signal, Counters, Errno, ExitStatus, Listener, SpawnError, Stream, Usage};

@@ -197,12 +197,25 @@ mod tests {
         let mut guarded = Guarded::default();
         let vm = 4242;
         for record in [
-            "+100", "+200\n", "-100", "+1", "+0", "+-5", "x300", "+abc", "", "-", "+4242",
+            "+100",
+            "+200\n",
+            "-100",
+            "+1",
+            "+0",
+            "+-5",
+            "x300",
+            "+abc",
+            "",
+            "-",
+            "+4242",
             "C/sys/fs/cgroup/tether-1",
         ] {
             apply(record.as_bytes(), None, vm, &mut guarded);
         }
-        assert_eq!(guarded.groups.keys().copied().collect::<Vec<_>>(), vec![200]);
+        assert_eq!(
+            guarded.groups.keys().copied().collect::<Vec<_>>(),
+            vec![200]
+        );
         assert_eq!(
             guarded.cgroup_root,
             Some(PathBuf::from("/sys/fs/cgroup/tether-1"))
