@@ -47,7 +47,8 @@ defmodule Tether do
     * `{:stdout, destination}` - a local pid or `{:send, pid}` (messages), a `fun(stream,
       os_pid, data)` of arity 3 (run by the `Tether.Process`, in order), `:print` (each chunk
       to `Logger.info` with the os_pid), a path (truncated), `{path, [:append, {:mode,
-      0o600}]}`, `:null` (discard; the default), `:close` (fd closed), or the other stream:
+      0o600}]}` (permission bits only: a mode above `0o777`, with setuid, setgid or sticky
+      bits, raises `ArgumentError`), `:null` (discard; the default), `:close` (fd closed), or the other stream:
       `{:stderr, :stdout}` sends stderr where stdout goes, interleaved exactly as written
       (`{:stdout, :stderr}` the reverse).
 
@@ -74,7 +75,12 @@ defmodule Tether do
     * `{:kill_group, boolean}` - `stop/1` and `kill/2` address the child's whole process group.
       Defaults to `true`; with `false` only the child is signalled.
     * `{:group, 0 | pgid | :inherit}` - the child leads a new group (`0`, the default), joins
-      group `pgid`, or stays in the VM's group (then only the child is ever signalled).
+      group `pgid`, or stays in the VM's group (then only the child is ever signalled). `pgid`
+      must be a group that a live Tether child created: the os_pid of a child started by
+      `run/2` (not adopted by `manage/2`) that leads its own group, as when joining a sibling.
+      Any other group, the VM's own included, is refused by `run/2` with
+      `{:error, :bad_group}` and nothing is spawned; a `pgid` that is not an integer above 1
+      raises `ArgumentError`.
     * `{:idle_timeout, ms}` - stop the process once it has written no output for `ms`.
     * `{:max_output, bytes}` - stop the process once it has written more than `bytes` to the
       streams Tether reads (those sent to a pid, a fun or `:print`).
@@ -148,6 +154,25 @@ defmodule Tether do
       If the watchdog itself is killed, a new one is started at once and told every live group.
 
   A child's own children that leave its process group (`setsid`, daemons) are not tracked.
+
+  ## Refusals
+
+  Tether signals only what it started or was explicitly given, and never the VM. Nothing is
+  spawned, adopted or signalled when a call is refused:
+
+  | call | result | why |
+  |---|---|---|
+  | any call that would spawn (`run/2`, `:sync`, `cmd/3`, `stream/2`, `manage/2`) after `Application.stop(:tether)` | `{:error, :not_started}` (`cmd/3` raises `ErlangError` with it, a stream raises `Tether.Stream.ExitError`) | no supervisor, no records: the process could not be watched |
+  | `run/2` with `{:group, pgid}` not led by a live child of Tether | `{:error, :bad_group}` | joining another group (the VM's, a shell's) would let `stop/1` signal it |
+  | `manage(1)` | `{:error, :init_process}` | pid 1; with `kill_group` that is `kill(-1)`, every process |
+  | `manage/2` of the VM, its `erl_child_setup` or the watchdog | `{:error, :vm_process}` | stopping it kills the VM |
+  | `manage/2` of an ancestor of the VM | `{:error, :vm_ancestor}` | stopping it takes the VM down with it |
+  | `manage/2` of an os_pid Tether already runs | `{:error, :already_managed}` | it has its `Tether.Process` already |
+  | `manage/2` with `kill_group: true` of a process that leads no group | `{:error, :not_group_leader}` | its group belongs to another process |
+  | `manage/2` with `kill_group: true` of the leader of the VM's group | `{:error, :vm_group}` | the VM is in that group |
+
+  Bad arguments to any function of this module (a wrong type, an improper list, an unknown
+  option or stream) raise `ArgumentError` naming the argument or option.
   """
 
   @typedoc "An OS process id."
@@ -341,7 +366,7 @@ defmodule Tether do
       iex> {info.pid == pid, info.status, info.stdout_bytes, is_integer(info.user_time_us)}
       {true, {:exited, :normal}, 3, true}
   """
-  @spec info(target) :: map | {:error, :no_process}
+  @spec info(target) :: map | {:error, :no_process | :not_started}
   def info(pid) when is_pid(pid) and node(pid) != node(), do: Tether.Remote.call(pid, :info, [])
 
   def info(target) do
@@ -387,12 +412,7 @@ defmodule Tether do
 
   defp resolve_any(target), do: resolve(target)
 
-  defp exited_os_pid(pid) do
-    case :ets.match(:tether_history, {:"$1", :_, %{pid: pid}}) do
-      [[os_pid] | _] -> {:ok, os_pid}
-      [] -> {:error, :no_process}
-    end
-  end
+  defp exited_os_pid(pid), do: Tether.History.os_pid_of(pid)
 
   defp live_info(os_pid) do
     ref = make_ref()
@@ -619,6 +639,23 @@ defmodule Tether do
 
   Options: `:monitor`, `:link`, `:kill_timeout`, `:kill`, `:kill_sequence`, `:detach`, and
   `:kill_group` (defaults to `false` here: the process may not lead a group of its own).
+  Anything else raises `ArgumentError`.
+
+  Tether only adopts what it may signal without harming the node. It refuses, adopting
+  nothing and signalling nothing:
+
+    * `{:error, :init_process}` - pid 1;
+    * `{:error, :vm_process}` - the VM itself (`System.pid/0`), its `erl_child_setup` helper,
+      or Tether's watchdog;
+    * `{:error, :vm_ancestor}` - a process the VM descends from (its parent, … up to pid 1):
+      stopping it would take the VM with it;
+    * `{:error, :already_managed}` - an os_pid Tether already runs or manages (use the pid
+      `run/2` returned);
+    * `{:error, :not_group_leader}` - `kill_group: true` for a process that does not lead its
+      process group (its pgid is not its pid): its group is not its own to signal;
+    * `{:error, :vm_group}` - `kill_group: true` for the leader of the VM's own process group;
+    * `{:error, :no_process}` - no such process, an exited one, or the id of a thread;
+    * `{:error, :not_started}` - the `:tether` application does not run.
 
       iex> port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["10"])
       iex> {:os_pid, os_pid} = Port.info(port, :os_pid)
@@ -629,9 +666,15 @@ defmodule Tether do
       :unknown
   """
   @spec manage(os_pid, options) :: {:ok, pid, os_pid} | {:error, atom}
-  def manage(os_pid, options \\ []) when is_integer(os_pid) and is_list(options) do
+  def manage(os_pid, options \\ [])
+
+  def manage(os_pid, options) when is_integer(os_pid) and is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError,
+            "Tether.manage/2 options must be a proper list, got: #{inspect(options)}"
+
     Enum.each(options, fn option ->
-      key = if is_tuple(option), do: elem(option, 0), else: option
+      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
 
       key in @manage_options or
         raise ArgumentError, "option #{inspect(option)} is not supported by Tether.manage/2"
@@ -639,17 +682,29 @@ defmodule Tether do
 
     spec = Tether.Options.build!(["managed"], [kill_group: false] ++ options, self())
 
-    case resolve(os_pid) do
-      {:ok, os_pid} ->
-        case Tether.Process.start(spec, adopt: os_pid) do
-          {:error, :esrch} -> {:error, :no_process}
-          other -> other
-        end
-
-      error ->
-        error
+    with {:ok, os_pid} <- resolve(os_pid),
+         :ok <- started(),
+         :ok <- Tether.Guard.check_manage(os_pid, spec.kill_group) do
+      case Tether.Process.start(spec, adopt: os_pid) do
+        {:error, :esrch} -> {:error, :no_process}
+        other -> other
+      end
     end
   end
+
+  def manage(os_pid, options) when is_integer(os_pid) do
+    raise ArgumentError, "Tether.manage/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  def manage(other, _options) do
+    raise ArgumentError, "Tether.manage/2 expects an os_pid (integer), got: #{inspect(other)}"
+  end
+
+  defp started, do: if(Tether.Guard.started?(), do: :ok, else: {:error, :not_started})
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
 
   @doc """
   A drop-in for `System.cmd/3` that never leaves its process behind: returns

@@ -372,11 +372,17 @@ defmodule Tether.Options do
 
   defp output!(stream, {path, file_options}, _caller)
        when is_binary(path) and is_list(file_options) do
+    proper_list?(file_options) or
+      bad!(stream, {path, file_options}, "{path, options} with a proper list of options")
+
     {append, mode} =
       Enum.reduce(file_options, {false, 0o644}, fn
         :append, {_, mode} -> {true, mode}
         {:append, flag}, {_, mode} when is_boolean(flag) -> {flag, mode}
-        {:mode, mode}, {append, _} when mode in 0..0o7777 -> {append, mode}
+        # No setuid, setgid or sticky bit: a file written by a child is never a program that
+        # runs with its owner's rights.
+        {:mode, mode}, {append, _} when mode in 0..0o777 -> {append, mode}
+        {:mode, mode}, _ -> bad!(:mode, mode, "permission bits 0..0o777, no setuid/setgid/sticky")
         other, _ -> bad!(stream, other, "file options :append and {:mode, mode}")
       end)
 
