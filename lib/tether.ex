@@ -284,8 +284,12 @@ defmodule Tether do
   reaches the caller as an exit signal with the reason of the `:DOWN` message.
   """
   @spec run_link(command, options) :: {:ok, pid, os_pid} | {:error, atom}
-  def run_link(command, options \\ []) when is_list(options) do
-    run(command, [:link | options])
+  def run_link(command, options \\ [])
+
+  def run_link(command, options) when is_list(options), do: run(command, [:link | options])
+
+  def run_link(_command, options) do
+    raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
   end
 
   @doc """
@@ -602,6 +606,12 @@ defmodule Tether do
     with {:ok, os_pid} <- resolve(target), do: Tether.Native.activate(os_pid, stream, credit)
   end
 
+  def activate(_target, _mode, stream) do
+    raise ArgumentError,
+          "invalid stream for Tether.activate/3: #{inspect(stream)} " <>
+            "(expected :stdout, :stderr or :all)"
+  end
+
   @doc """
   Runs `command` and returns an Enumerable of its stdout chunks, read only on demand (the
   process is flow-controlled: it blocks while nobody asks). The process starts when the stream
@@ -723,22 +733,19 @@ defmodule Tether do
   """
   @spec cmd(binary, [binary], keyword) :: {Collectable.t(), non_neg_integer | :timeout}
   def cmd(command, args, options \\ [])
+
+  def cmd(command, args, options)
       when is_binary(command) and is_list(args) and is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError, "Tether.cmd/3 options must be a proper list, got: #{inspect(options)}"
+
+    Enum.each(options, &cmd_option!/1)
     {into, options} = Keyword.pop(options, :into, "")
     {input, options} = Keyword.pop(options, :input)
     {timeout, options} = Keyword.pop(options, :timeout, :infinity)
     {stderr_to_stdout, options} = Keyword.pop(options, :stderr_to_stdout, false)
     {arg0, options} = Keyword.pop(options, :arg0)
     {_parallelism, options} = Keyword.pop(options, :parallelism)
-
-    run_options =
-      Enum.map(options, fn
-        {:cd, dir} -> {:cd, dir}
-        {:env, env} -> {:env, env}
-        {:node, node} -> {:node, node}
-        {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3"
-        other -> raise ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options"
-      end)
 
     # On another node the program is searched on that node's PATH.
     remote? = Keyword.get(options, :node, node()) != node()
@@ -758,18 +765,82 @@ defmodule Tether do
         executable: program,
         stderr: if(stderr_to_stdout, do: :stdout, else: :inherit)
       ] ++
-        if(input, do: [:stdin], else: []) ++ run_options
+        if(input, do: [:stdin], else: []) ++ options
+
+    # Before the spawn: a collectable that cannot be opened leaves no process behind.
+    {acc, collector} = Collectable.into(into)
 
     {:ok, _pid, os_pid} =
       case run(argv, run_options) do
-        {:ok, _, _} = ok -> ok
-        {:error, reason} -> raise ErlangError, original: reason
+        {:ok, _, _} = ok ->
+          ok
+
+        {:error, reason} ->
+          collector.(acc, :halt)
+          raise ErlangError, original: reason
       end
 
     if input, do: Tether.Stream.feed(os_pid, input)
-    {acc, collector} = Collectable.into(into)
     deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
     collect_cmd(os_pid, deadline, acc, collector)
+  end
+
+  def cmd(command, args, options) do
+    raise ArgumentError,
+          "Tether.cmd/3 expects a program (string), a list of string arguments and a " <>
+            "keyword list of options, got: #{inspect(command)}, #{inspect(args)}, " <>
+            inspect(options)
+  end
+
+  # Checks every option of cmd/3 before anything runs (:cd, :env and :node are checked by
+  # run/2, also before the spawn).
+  defp cmd_option!({:into, into}) do
+    Collectable.impl_for(into) != nil or cmd_bad!(:into, into, "a Collectable")
+  end
+
+  defp cmd_option!({:input, input}) do
+    input_ok? =
+      cond do
+        is_nil(input) or is_binary(input) -> true
+        is_list(input) -> iodata?(input)
+        true -> Enumerable.impl_for(input) != nil
+      end
+
+    input_ok? or cmd_bad!(:input, input, "iodata or an Enumerable of iodata")
+  end
+
+  defp cmd_option!({:timeout, timeout}) do
+    timeout == :infinity or (is_integer(timeout) and timeout > 0 and timeout <= 4_294_967_296) or
+      cmd_bad!(:timeout, timeout, "positive milliseconds or :infinity")
+  end
+
+  defp cmd_option!({key, flag}) when key in [:stderr_to_stdout, :parallelism] do
+    is_boolean(flag) or cmd_bad!(key, flag, "a boolean")
+  end
+
+  defp cmd_option!({:arg0, arg0}) do
+    (is_binary(arg0) and arg0 != "") or cmd_bad!(:arg0, arg0, "a non-empty string")
+  end
+
+  defp cmd_option!({key, _}) when key in [:cd, :env, :node], do: true
+
+  defp cmd_option!({key, _}) when is_atom(key),
+    do: raise(ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3")
+
+  defp cmd_option!(other),
+    do: raise(ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options")
+
+  defp cmd_bad!(key, value, expected) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option of Tether.cmd/3: #{inspect(value)} " <>
+            "(expected #{expected})"
+  end
+
+  defp iodata?(data) do
+    _ = IO.iodata_length(data)
+    true
+  rescue
+    ArgumentError -> false
   end
 
   defp collect_cmd(os_pid, deadline, acc, collector) do

@@ -25,6 +25,7 @@ defmodule Tether.Daemon do
 
   @doc false
   def child_spec(options) do
+    options!(options)
     kill_timeout = options |> Keyword.get(:run, []) |> kill_timeout()
 
     %{
@@ -46,12 +47,51 @@ defmodule Tether.Daemon do
   @doc "Starts a daemon linked to the caller (see the moduledoc for options)."
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(options) do
-    Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
+    options!(options)
+
+    # The command and its run options are checked here, in the caller, before anything runs.
+    run_options = Keyword.get(options, :run, [])
+
+    Tether.Options.build!(
+      options[:cmd],
+      [:monitor, stdout: self(), stderr: self()] ++ List.keydelete(run_options, :node, 0),
+      self()
+    )
 
     case Keyword.fetch(options, :name) do
       {:ok, name} -> GenServer.start_link(__MODULE__, options, name: name)
       :error -> GenServer.start_link(__MODULE__, options)
     end
+  end
+
+  @known [:cmd, :name, :run, :restart, :id, :log_level]
+
+  # Every option of the daemon itself; those of `:run` are Tether.run/2's.
+  defp options!(options) do
+    (is_list(options) and Keyword.keyword?(options)) or
+      raise ArgumentError,
+            "Tether.Daemon options must be a keyword list, got: #{inspect(options)}"
+
+    Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
+
+    Enum.each(options, fn
+      {:run, run} when is_list(run) -> :ok
+      {:restart, restart} when restart in [:permanent, :transient, :temporary] -> :ok
+      {:log_level, level} when is_atom(level) -> log_level!(level)
+      {key, _} when key in [:cmd, :name, :id] -> :ok
+      {key, value} when key in @known -> bad!(key, value)
+      {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.Daemon"
+    end)
+  end
+
+  defp log_level!(level) do
+    level in [:emergency, :alert, :critical, :error, :warning, :warn, :notice, :info, :debug] or
+      bad!(:log_level, level)
+  end
+
+  defp bad!(key, value) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option of Tether.Daemon: #{inspect(value)}"
   end
 
   @doc "The os_pid of the daemon's OS process."

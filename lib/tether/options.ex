@@ -52,6 +52,7 @@ defmodule Tether.Options do
   # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
   @max_timeout_ms 4_294_967_296
   @rlim_infinity 18_446_744_073_709_551_615
+  @u64_limit 18_446_744_073_709_551_616
 
   @doc """
   Builds the spec for `command` and `options`, as run by `caller`.
@@ -248,13 +249,16 @@ defmodule Tether.Options do
   defp option!({:idle_timeout, ms}, spec, _caller),
     do: %{spec | idle_timeout_ms: positive_ms!(ms, :idle_timeout)}
 
-  defp option!({:max_output, bytes}, spec, _caller) when is_integer(bytes) and bytes > 0,
-    do: %{spec | max_output: bytes}
+  defp option!({:max_output, bytes}, spec, _caller)
+       when is_integer(bytes) and bytes > 0 and bytes < @u64_limit,
+       do: %{spec | max_output: bytes}
 
   defp option!({:success_exit_code, code}, spec, _caller) when code in 0..255,
     do: %{spec | success_exit_code: code}
 
   defp option!({:active, [_ | _] = modes}, spec, _caller) do
+    proper_list?(modes) or bad!(:active, modes, "[stdout: mode, stderr: mode]")
+
     Enum.reduce(modes, spec, fn
       {stream, mode}, spec when stream in [:stdout, :stderr] ->
         %{spec | active: Map.put(spec.active, stream, active!(mode))}
@@ -447,6 +451,8 @@ defmodule Tether.Options do
 
         case value do
           v when v in [false, nil] -> {name, nil}
+          # `true` reads as "set" but has no value: refused rather than set to "true".
+          true -> bad!(:env, {name, true}, "a string value, or false/nil to unset")
           v -> {name, env_string!(v, "value")}
         end
 
