@@ -52,9 +52,9 @@ defmodule Tether.Daemon do
     # The command and its run options are checked here, in the caller, before anything runs.
     run_options = Keyword.get(options, :run, [])
 
-    Tether.Options.build!(
+    Tether.Options.check!(
       options[:cmd],
-      [:monitor, stdout: self(), stderr: self()] ++ List.keydelete(run_options, :node, 0),
+      [:monitor, stdout: self(), stderr: self()] ++ run_options,
       self()
     )
 
@@ -75,7 +75,7 @@ defmodule Tether.Daemon do
     Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
 
     Enum.each(options, fn
-      {:run, run} when is_list(run) -> :ok
+      {:run, run} when is_list(run) -> run_options!(run)
       {:restart, restart} when restart in [:permanent, :transient, :temporary] -> :ok
       {:log_level, level} when is_atom(level) -> log_level!(level)
       {key, _} when key in [:cmd, :name, :id] -> :ok
@@ -83,6 +83,23 @@ defmodule Tether.Daemon do
       {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.Daemon"
     end)
   end
+
+  # The daemon lives by the :DOWN of its process: options that would withhold it (:sync
+  # returns a result instead, `monitor: false`) are its own to set.
+  defp run_options!(run) do
+    proper_list?(run) or bad!(:run, run)
+
+    Enum.each(run, fn option ->
+      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
+
+      key not in [:sync, :monitor] or
+        raise ArgumentError, "option #{inspect(key)} in :run is set by Tether.Daemon"
+    end)
+  end
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
 
   defp log_level!(level) do
     level in [:emergency, :alert, :critical, :error, :warning, :warn, :notice, :info, :debug] or

@@ -113,6 +113,26 @@ defmodule Tether.Options do
     raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
   end
 
+  @doc false
+  # Validates the options of run/2 wherever they will run: a `{:node, node}` entry is checked
+  # here (Tether.run/2 takes it out before build!/3), the rest by build!/3.
+  @spec check!(Tether.command(), Tether.options(), pid) :: spec
+  def check!(command, options, caller) when is_list(options) do
+    build!(command, drop_node!(options), caller)
+  end
+
+  def check!(_command, options, _caller) do
+    raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  defp drop_node!([{:node, node} | rest]) when is_atom(node) and node != nil, do: rest
+
+  defp drop_node!([{:node, other} | _]),
+    do: raise(ArgumentError, "invalid value for :node option: #{inspect(other)}")
+
+  defp drop_node!([option | rest]), do: [option | drop_node!(rest)]
+  defp drop_node!(other), do: other
+
   # ── Commands ─────────────────────────────────────────────────────────────────────────────
 
   defp argv!(command) when is_binary(command) do

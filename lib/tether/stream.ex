@@ -34,7 +34,7 @@ defmodule Tether.Stream do
     run_options =
       [:stdout, :monitor, active: :once] ++ if(input, do: [:stdin], else: []) ++ options
 
-    Tether.Options.build!(command, List.keydelete(run_options, :node, 0), self())
+    Tether.Options.check!(command, run_options, self())
 
     Stream.resource(
       fn -> start(command, run_options, input) end,

@@ -197,7 +197,8 @@ defmodule Tether.BadInputTest do
             {[{:cd, "/"} | :x], ~r/proper list/},
             {[{}], ~r/invalid entry/},
             {[input: 5], ~r/:input option/},
-            {[input: [:a]], ~r/:input option/}
+            {[input: [:a]], ~r/:input option/},
+            {[node: self()], ~r/:node option/}
           ] do
         assert_refused(message, fn -> Tether.stream(["cat"], options) end)
       end
@@ -210,6 +211,10 @@ defmodule Tether.BadInputTest do
       for {options, message} <- [
             {:x, ~r/keyword list/},
             {[cmd: ["true"], run: :x], ~r/:run option/},
+            {[cmd: ["true"], run: [{:cd, "/"} | :x]], ~r/:run option/},
+            {[cmd: ["true"], run: [node: self()]], ~r/:node option/},
+            {[cmd: ["true"], run: [:sync]], ~r/:sync in :run/},
+            {[cmd: ["true"], run: [monitor: false]], ~r/:monitor in :run/},
             {[cmd: ["true"], run: [colour: 1]], ~r/unknown option :colour/},
             {[cmd: ["true"], log_level: :loud], ~r/:log_level option/},
             {[cmd: ["true"], restart: :sometimes], ~r/:restart option/},
