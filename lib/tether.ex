@@ -56,6 +56,7 @@ defmodule Tether do
 
     * `{:env, env}` - changes to the inherited environment, applied in order: `{"NAME", "value"}`
       sets, `{"NAME", false}` (or `nil`) unsets, `:clear` empties the environment.
+      `{"NAME", true}` raises `ArgumentError` (it has no value to set).
     * `{:cd, dir}` - the working directory.
     * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
     * `{:user, name}` - run as that user (its uid, gid and supplementary groups). Needs root;
@@ -720,9 +721,13 @@ defmodule Tether do
   A drop-in for `System.cmd/3` that never leaves its process behind: returns
   `{collectable, exit_status}`. Options: `:into` (default `""`), `:cd`, `:env`, `:arg0`,
   `:stderr_to_stdout`, `:parallelism` (accepted, unused), plus `:input` (iodata or an
-  Enumerable of iodata, written to stdin, then EOF) and `:timeout` (ms; the process is stopped
-  and `{collectable, :timeout}` returned). Without `:stderr_to_stdout`, stderr goes to the
-  VM's stderr, as with `System.cmd/3`. A signal death gives `128 + signal`, as a shell does.
+  Enumerable of iodata, written to stdin, then EOF) and `:timeout` (positive ms or
+  `:infinity`; the process is stopped and `{collectable, :timeout}` returned). Every option is
+  checked before anything runs: a bad one raises `ArgumentError` naming it. A program that
+  cannot run raises `ErlangError` (`:enoent`…, or `:not_started` when the `:tether`
+  application does not run), as `System.cmd/3` does. Without `:stderr_to_stdout`, stderr
+  goes to the VM's stderr, as with `System.cmd/3`. A signal death gives `128 + signal`, as a
+  shell does.
 
       iex> Tether.cmd("echo", ["hello"])
       {"hello\\n", 0}
