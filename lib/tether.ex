@@ -47,7 +47,8 @@ defmodule Tether do
     * `{:stdout, destination}` - a local pid or `{:send, pid}` (messages), a `fun(stream,
       os_pid, data)` of arity 3 (run by the `Tether.Process`, in order), `:print` (each chunk
       to `Logger.info` with the os_pid), a path (truncated), `{path, [:append, {:mode,
-      0o600}]}`, `:null` (discard; the default), `:close` (fd closed), or the other stream:
+      0o600}]}` (permission bits only: a mode above `0o777`, with setuid, setgid or sticky
+      bits, raises `ArgumentError`), `:null` (discard; the default), `:close` (fd closed), or the other stream:
       `{:stderr, :stdout}` sends stderr where stdout goes, interleaved exactly as written
       (`{:stdout, :stderr}` the reverse).
 
@@ -55,6 +56,7 @@ defmodule Tether do
 
     * `{:env, env}` - changes to the inherited environment, applied in order: `{"NAME", "value"}`
       sets, `{"NAME", false}` (or `nil`) unsets, `:clear` empties the environment.
+      `{"NAME", true}` raises `ArgumentError` (it has no value to set).
     * `{:cd, dir}` - the working directory.
     * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
     * `{:user, name}` - run as that user (its uid, gid and supplementary groups). Needs root;
@@ -74,7 +76,12 @@ defmodule Tether do
     * `{:kill_group, boolean}` - `stop/1` and `kill/2` address the child's whole process group.
       Defaults to `true`; with `false` only the child is signalled.
     * `{:group, 0 | pgid | :inherit}` - the child leads a new group (`0`, the default), joins
-      group `pgid`, or stays in the VM's group (then only the child is ever signalled).
+      group `pgid`, or stays in the VM's group (then only the child is ever signalled). `pgid`
+      must be a group that a live Tether child created: the os_pid of a child started by
+      `run/2` (not adopted by `manage/2`) that leads its own group, as when joining a sibling.
+      Any other group, the VM's own included, is refused by `run/2` with
+      `{:error, :bad_group}` and nothing is spawned; a `pgid` that is not an integer above 1
+      raises `ArgumentError`.
     * `{:idle_timeout, ms}` - stop the process once it has written no output for `ms`.
     * `{:max_output, bytes}` - stop the process once it has written more than `bytes` to the
       streams Tether reads (those sent to a pid, a fun or `:print`).
@@ -174,6 +181,25 @@ defmodule Tether do
   signal, and never to pid 1, to every process (`kill(-1)`), to the VM or to the VM's group.
   A group is signalled through its leader's pidfd (Linux ≥ 6.9), so a recycled group id is
   never hit.
+
+  ## Refusals
+
+  Tether signals only what it started or was explicitly given, and never the VM. Nothing is
+  spawned, adopted or signalled when a call is refused:
+
+  | call | result | why |
+  |---|---|---|
+  | any call that would spawn (`run/2`, `:sync`, `cmd/3`, `stream/2`, `manage/2`) after `Application.stop(:tether)` | `{:error, :not_started}` (`cmd/3` raises `ErlangError` with it, a stream raises `Tether.Stream.ExitError`) | no supervisor, no records: the process could not be watched |
+  | `run/2` with `{:group, pgid}` not led by a live child of Tether | `{:error, :bad_group}` | joining another group (the VM's, a shell's) would let `stop/1` signal it |
+  | `manage(1)` | `{:error, :init_process}` | pid 1; with `kill_group` that is `kill(-1)`, every process |
+  | `manage/2` of the VM, its `erl_child_setup` or the watchdog | `{:error, :vm_process}` | stopping it kills the VM |
+  | `manage/2` of an ancestor of the VM | `{:error, :vm_ancestor}` | stopping it takes the VM down with it |
+  | `manage/2` of an os_pid Tether already runs | `{:error, :already_managed}` | it has its `Tether.Process` already |
+  | `manage/2` with `kill_group: true` of a process that leads no group | `{:error, :not_group_leader}` | its group belongs to another process |
+  | `manage/2` with `kill_group: true` of the leader of the VM's group | `{:error, :vm_group}` | the VM is in that group |
+
+  Bad arguments to any function of this module (a wrong type, an improper list, an unknown
+  option or stream) raise `ArgumentError` naming the argument or option.
   """
 
   @typedoc "An OS process id."
@@ -285,8 +311,12 @@ defmodule Tether do
   reaches the caller as an exit signal with the reason of the `:DOWN` message.
   """
   @spec run_link(command, options) :: {:ok, pid, os_pid} | {:error, atom}
-  def run_link(command, options \\ []) when is_list(options) do
-    run(command, [:link | options])
+  def run_link(command, options \\ [])
+
+  def run_link(command, options) when is_list(options), do: run(command, [:link | options])
+
+  def run_link(_command, options) do
+    raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
   end
 
   @doc """
@@ -367,7 +397,7 @@ defmodule Tether do
       iex> {info.pid == pid, info.status, info.stdout_bytes, is_integer(info.user_time_us)}
       {true, {:exited, :normal}, 3, true}
   """
-  @spec info(target) :: map | {:error, :no_process}
+  @spec info(target) :: map | {:error, :no_process | :not_started}
   def info(pid) when is_pid(pid) and node(pid) != node(), do: Tether.Remote.call(pid, :info, [])
 
   def info(target) do
@@ -421,12 +451,7 @@ defmodule Tether do
 
   defp resolve_any(target), do: resolve(target)
 
-  defp exited_os_pid(pid) do
-    case :ets.match(:tether_history, {:"$1", :_, %{pid: pid}}) do
-      [[os_pid] | _] -> {:ok, os_pid}
-      [] -> {:error, :no_process}
-    end
-  end
+  defp exited_os_pid(pid), do: Tether.History.os_pid_of(pid)
 
   defp live_info(os_pid) do
     ref = make_ref()
@@ -636,6 +661,12 @@ defmodule Tether do
     with {:ok, os_pid} <- resolve(target), do: Tether.Native.activate(os_pid, stream, credit)
   end
 
+  def activate(_target, _mode, stream) do
+    raise ArgumentError,
+          "invalid stream for Tether.activate/3: #{inspect(stream)} " <>
+            "(expected :stdout, :stderr or :all)"
+  end
+
   @doc """
   Runs `command` and returns an Enumerable of its stdout chunks, read only on demand (the
   process is flow-controlled: it blocks while nobody asks). The process starts when the stream
@@ -673,6 +704,23 @@ defmodule Tether do
 
   Options: `:monitor`, `:link`, `:kill_timeout`, `:kill`, `:kill_sequence`, `:detach`, and
   `:kill_group` (defaults to `false` here: the process may not lead a group of its own).
+  Anything else raises `ArgumentError`.
+
+  Tether only adopts what it may signal without harming the node. It refuses, adopting
+  nothing and signalling nothing:
+
+    * `{:error, :init_process}` - pid 1;
+    * `{:error, :vm_process}` - the VM itself (`System.pid/0`), its `erl_child_setup` helper,
+      or Tether's watchdog;
+    * `{:error, :vm_ancestor}` - a process the VM descends from (its parent, … up to pid 1):
+      stopping it would take the VM with it;
+    * `{:error, :already_managed}` - an os_pid Tether already runs or manages (use the pid
+      `run/2` returned);
+    * `{:error, :not_group_leader}` - `kill_group: true` for a process that does not lead its
+      process group (its pgid is not its pid): its group is not its own to signal;
+    * `{:error, :vm_group}` - `kill_group: true` for the leader of the VM's own process group;
+    * `{:error, :no_process}` - no such process, an exited one, or the id of a thread;
+    * `{:error, :not_started}` - the `:tether` application does not run.
 
       iex> port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["10"])
       iex> {:os_pid, os_pid} = Port.info(port, :os_pid)
@@ -683,9 +731,15 @@ defmodule Tether do
       :unknown
   """
   @spec manage(os_pid, options) :: {:ok, pid, os_pid} | {:error, atom}
-  def manage(os_pid, options \\ []) when is_integer(os_pid) and is_list(options) do
+  def manage(os_pid, options \\ [])
+
+  def manage(os_pid, options) when is_integer(os_pid) and is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError,
+            "Tether.manage/2 options must be a proper list, got: #{inspect(options)}"
+
     Enum.each(options, fn option ->
-      key = if is_tuple(option), do: elem(option, 0), else: option
+      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
 
       key in @manage_options or
         raise ArgumentError, "option #{inspect(option)} is not supported by Tether.manage/2"
@@ -693,25 +747,41 @@ defmodule Tether do
 
     spec = Tether.Options.build!(["managed"], [kill_group: false] ++ options, self())
 
-    case resolve(os_pid) do
-      {:ok, os_pid} ->
-        case Tether.Process.start(spec, adopt: os_pid) do
-          {:error, :esrch} -> {:error, :no_process}
-          other -> other
-        end
-
-      error ->
-        error
+    with {:ok, os_pid} <- resolve(os_pid),
+         :ok <- started(),
+         :ok <- Tether.Guard.check_manage(os_pid, spec.kill_group) do
+      case Tether.Process.start(spec, adopt: os_pid) do
+        {:error, :esrch} -> {:error, :no_process}
+        other -> other
+      end
     end
   end
+
+  def manage(os_pid, options) when is_integer(os_pid) do
+    raise ArgumentError, "Tether.manage/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  def manage(other, _options) do
+    raise ArgumentError, "Tether.manage/2 expects an os_pid (integer), got: #{inspect(other)}"
+  end
+
+  defp started, do: if(Tether.Guard.started?(), do: :ok, else: {:error, :not_started})
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
 
   @doc """
   A drop-in for `System.cmd/3` that never leaves its process behind: returns
   `{collectable, exit_status}`. Options: `:into` (default `""`), `:cd`, `:env`, `:arg0`,
   `:stderr_to_stdout`, `:parallelism` (accepted, unused), plus `:input` (iodata or an
-  Enumerable of iodata, written to stdin, then EOF) and `:timeout` (ms; the process is stopped
-  and `{collectable, :timeout}` returned). Without `:stderr_to_stdout`, stderr goes to the
-  VM's stderr, as with `System.cmd/3`. A signal death gives `128 + signal`, as a shell does.
+  Enumerable of iodata, written to stdin, then EOF) and `:timeout` (positive ms or
+  `:infinity`; the process is stopped and `{collectable, :timeout}` returned). Every option is
+  checked before anything runs: a bad one raises `ArgumentError` naming it. A program that
+  cannot run raises `ErlangError` (`:enoent`…, or `:not_started` when the `:tether`
+  application does not run), as `System.cmd/3` does. Without `:stderr_to_stdout`, stderr
+  goes to the VM's stderr, as with `System.cmd/3`. A signal death gives `128 + signal`, as a
+  shell does.
 
       iex> Tether.cmd("echo", ["hello"])
       {"hello\\n", 0}
@@ -722,22 +792,19 @@ defmodule Tether do
   """
   @spec cmd(binary, [binary], keyword) :: {Collectable.t(), non_neg_integer | :timeout}
   def cmd(command, args, options \\ [])
+
+  def cmd(command, args, options)
       when is_binary(command) and is_list(args) and is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError, "Tether.cmd/3 options must be a proper list, got: #{inspect(options)}"
+
+    Enum.each(options, &cmd_option!/1)
     {into, options} = Keyword.pop(options, :into, "")
     {input, options} = Keyword.pop(options, :input)
     {timeout, options} = Keyword.pop(options, :timeout, :infinity)
     {stderr_to_stdout, options} = Keyword.pop(options, :stderr_to_stdout, false)
     {arg0, options} = Keyword.pop(options, :arg0)
     {_parallelism, options} = Keyword.pop(options, :parallelism)
-
-    run_options =
-      Enum.map(options, fn
-        {:cd, dir} -> {:cd, dir}
-        {:env, env} -> {:env, env}
-        {:node, node} -> {:node, node}
-        {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3"
-        other -> raise ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options"
-      end)
 
     # On another node the program is searched on that node's PATH.
     remote? = Keyword.get(options, :node, node()) != node()
@@ -757,18 +824,82 @@ defmodule Tether do
         executable: program,
         stderr: if(stderr_to_stdout, do: :stdout, else: :inherit)
       ] ++
-        if(input, do: [:stdin], else: []) ++ run_options
+        if(input, do: [:stdin], else: []) ++ options
+
+    # Before the spawn: a collectable that cannot be opened leaves no process behind.
+    {acc, collector} = Collectable.into(into)
 
     {:ok, _pid, os_pid} =
       case run(argv, run_options) do
-        {:ok, _, _} = ok -> ok
-        {:error, reason} -> raise ErlangError, original: reason
+        {:ok, _, _} = ok ->
+          ok
+
+        {:error, reason} ->
+          collector.(acc, :halt)
+          raise ErlangError, original: reason
       end
 
     if input, do: Tether.Stream.feed(os_pid, input)
-    {acc, collector} = Collectable.into(into)
     deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
     collect_cmd(os_pid, deadline, acc, collector)
+  end
+
+  def cmd(command, args, options) do
+    raise ArgumentError,
+          "Tether.cmd/3 expects a program (string), a list of string arguments and a " <>
+            "keyword list of options, got: #{inspect(command)}, #{inspect(args)}, " <>
+            inspect(options)
+  end
+
+  # Checks every option of cmd/3 before anything runs (:cd, :env and :node are checked by
+  # run/2, also before the spawn).
+  defp cmd_option!({:into, into}) do
+    Collectable.impl_for(into) != nil or cmd_bad!(:into, into, "a Collectable")
+  end
+
+  defp cmd_option!({:input, input}) do
+    input_ok? =
+      cond do
+        is_nil(input) or is_binary(input) -> true
+        is_list(input) -> iodata?(input)
+        true -> Enumerable.impl_for(input) != nil
+      end
+
+    input_ok? or cmd_bad!(:input, input, "iodata or an Enumerable of iodata")
+  end
+
+  defp cmd_option!({:timeout, timeout}) do
+    timeout == :infinity or (is_integer(timeout) and timeout > 0 and timeout <= 4_294_967_296) or
+      cmd_bad!(:timeout, timeout, "positive milliseconds or :infinity")
+  end
+
+  defp cmd_option!({key, flag}) when key in [:stderr_to_stdout, :parallelism] do
+    is_boolean(flag) or cmd_bad!(key, flag, "a boolean")
+  end
+
+  defp cmd_option!({:arg0, arg0}) do
+    (is_binary(arg0) and arg0 != "") or cmd_bad!(:arg0, arg0, "a non-empty string")
+  end
+
+  defp cmd_option!({key, _}) when key in [:cd, :env, :node], do: true
+
+  defp cmd_option!({key, _}) when is_atom(key),
+    do: raise(ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3")
+
+  defp cmd_option!(other),
+    do: raise(ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options")
+
+  defp cmd_bad!(key, value, expected) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option of Tether.cmd/3: #{inspect(value)} " <>
+            "(expected #{expected})"
+  end
+
+  defp iodata?(data) do
+    _ = IO.iodata_length(data)
+    true
+  rescue
+    ArgumentError -> false
   end
 
   defp collect_cmd(os_pid, deadline, acc, collector) do

@@ -25,6 +25,7 @@ defmodule Tether.Daemon do
 
   @doc false
   def child_spec(options) do
+    options!(options)
     kill_timeout = options |> Keyword.get(:run, []) |> kill_timeout()
 
     %{
@@ -46,12 +47,68 @@ defmodule Tether.Daemon do
   @doc "Starts a daemon linked to the caller (see the moduledoc for options)."
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(options) do
-    Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
+    options!(options)
+
+    # The command and its run options are checked here, in the caller, before anything runs.
+    run_options = Keyword.get(options, :run, [])
+
+    Tether.Options.check!(
+      options[:cmd],
+      [:monitor, stdout: self(), stderr: self()] ++ run_options,
+      self()
+    )
 
     case Keyword.fetch(options, :name) do
       {:ok, name} -> GenServer.start_link(__MODULE__, options, name: name)
       :error -> GenServer.start_link(__MODULE__, options)
     end
+  end
+
+  @known [:cmd, :name, :run, :restart, :id, :log_level]
+
+  # Every option of the daemon itself; those of `:run` are Tether.run/2's.
+  defp options!(options) do
+    (is_list(options) and Keyword.keyword?(options)) or
+      raise ArgumentError,
+            "Tether.Daemon options must be a keyword list, got: #{inspect(options)}"
+
+    Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
+
+    Enum.each(options, fn
+      {:run, run} when is_list(run) -> run_options!(run)
+      {:restart, restart} when restart in [:permanent, :transient, :temporary] -> :ok
+      {:log_level, level} when is_atom(level) -> log_level!(level)
+      {key, _} when key in [:cmd, :name, :id] -> :ok
+      {key, value} when key in @known -> bad!(key, value)
+      {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.Daemon"
+    end)
+  end
+
+  # The daemon lives by the :DOWN of its process: options that would withhold it (:sync
+  # returns a result instead, `monitor: false`) are its own to set.
+  defp run_options!(run) do
+    proper_list?(run) or bad!(:run, run)
+
+    Enum.each(run, fn option ->
+      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
+
+      key not in [:sync, :monitor] or
+        raise ArgumentError, "option #{inspect(key)} in :run is set by Tether.Daemon"
+    end)
+  end
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
+
+  defp log_level!(level) do
+    level in [:emergency, :alert, :critical, :error, :warning, :warn, :notice, :info, :debug] or
+      bad!(:log_level, level)
+  end
+
+  defp bad!(key, value) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option of Tether.Daemon: #{inspect(value)}"
   end
 
   @doc "The os_pid of the daemon's OS process."

@@ -23,10 +23,21 @@ defmodule Tether.History do
   end
 
   @doc false
+  # Once the application has stopped (a detached child exiting later) there is no table: the
+  # exit is not kept, and the Tether.Process still exits with the true reason.
   def record(os_pid, info) do
-    :ets.insert(@table, {os_pid, System.monotonic_time(), info})
-    prune_when_full()
+    if table?() do
+      :ets.insert(@table, {os_pid, System.monotonic_time(), info})
+      prune_when_full()
+    end
+
+    :ok
+  rescue
+    # The table went between the check and the insert.
+    ArgumentError -> :ok
   end
+
+  defp table?, do: :ets.whereis(@table) != :undefined
 
   defp prune_when_full do
     if :ets.info(@table, :size) > 2 * @keep, do: send(__MODULE__, :prune)
@@ -53,9 +64,20 @@ defmodule Tether.History do
 
   @doc false
   def lookup(os_pid) do
-    case :ets.lookup(@table, os_pid) do
+    case table?() && :ets.lookup(@table, os_pid) do
       [{^os_pid, _, info}] -> {:ok, info}
       [] -> {:error, :no_process}
+      false -> {:error, :not_started}
+    end
+  end
+
+  @doc false
+  # The os_pid of the exited process that `pid` stood for.
+  def os_pid_of(pid) do
+    case table?() && :ets.match(@table, {:"$1", :_, %{pid: pid}}) do
+      [[os_pid] | _] -> {:ok, os_pid}
+      [] -> {:error, :no_process}
+      false -> {:error, :not_started}
     end
   end
 

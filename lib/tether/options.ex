@@ -54,6 +54,7 @@ defmodule Tether.Options do
   # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
   @max_timeout_ms 4_294_967_296
   @rlim_infinity 18_446_744_073_709_551_615
+  @u64_limit 18_446_744_073_709_551_616
 
   @doc """
   Builds the spec for `command` and `options`, as run by `caller`.
@@ -115,6 +116,26 @@ defmodule Tether.Options do
   def build!(_command, options, _caller) do
     raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
   end
+
+  @doc false
+  # Validates the options of run/2 wherever they will run: a `{:node, node}` entry is checked
+  # here (Tether.run/2 takes it out before build!/3), the rest by build!/3.
+  @spec check!(Tether.command(), Tether.options(), pid) :: spec
+  def check!(command, options, caller) when is_list(options) do
+    build!(command, drop_node!(options), caller)
+  end
+
+  def check!(_command, options, _caller) do
+    raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  defp drop_node!([{:node, node} | rest]) when is_atom(node) and node != nil, do: rest
+
+  defp drop_node!([{:node, other} | _]),
+    do: raise(ArgumentError, "invalid value for :node option: #{inspect(other)}")
+
+  defp drop_node!([option | rest]), do: [option | drop_node!(rest)]
+  defp drop_node!(other), do: other
 
   # ── Commands ─────────────────────────────────────────────────────────────────────────────
 
@@ -260,13 +281,16 @@ defmodule Tether.Options do
   defp option!({:idle_timeout, ms}, spec, _caller),
     do: %{spec | idle_timeout_ms: positive_ms!(ms, :idle_timeout)}
 
-  defp option!({:max_output, bytes}, spec, _caller) when is_integer(bytes) and bytes > 0,
-    do: %{spec | max_output: bytes}
+  defp option!({:max_output, bytes}, spec, _caller)
+       when is_integer(bytes) and bytes > 0 and bytes < @u64_limit,
+       do: %{spec | max_output: bytes}
 
   defp option!({:success_exit_code, code}, spec, _caller) when code in 0..255,
     do: %{spec | success_exit_code: code}
 
   defp option!({:active, [_ | _] = modes}, spec, _caller) do
+    proper_list?(modes) or bad!(:active, modes, "[stdout: mode, stderr: mode]")
+
     Enum.reduce(modes, spec, fn
       {stream, mode}, spec when stream in [:stdout, :stderr] ->
         %{spec | active: Map.put(spec.active, stream, active!(mode))}
@@ -405,11 +429,17 @@ defmodule Tether.Options do
 
   defp output!(stream, {path, file_options}, _caller)
        when is_binary(path) and is_list(file_options) do
+    proper_list?(file_options) or
+      bad!(stream, {path, file_options}, "{path, options} with a proper list of options")
+
     {append, mode} =
       Enum.reduce(file_options, {false, 0o644}, fn
         :append, {_, mode} -> {true, mode}
         {:append, flag}, {_, mode} when is_boolean(flag) -> {flag, mode}
-        {:mode, mode}, {append, _} when mode in 0..0o7777 -> {append, mode}
+        # No setuid, setgid or sticky bit: a file written by a child is never a program that
+        # runs with its owner's rights.
+        {:mode, mode}, {append, _} when mode in 0..0o777 -> {append, mode}
+        {:mode, mode}, _ -> bad!(:mode, mode, "permission bits 0..0o777, no setuid/setgid/sticky")
         other, _ -> bad!(stream, other, "file options :append and {:mode, mode}")
       end)
 
@@ -474,6 +504,8 @@ defmodule Tether.Options do
 
         case value do
           v when v in [false, nil] -> {name, nil}
+          # `true` reads as "set" but has no value: refused rather than set to "true".
+          true -> bad!(:env, {name, true}, "a string value, or false/nil to unset")
           v -> {name, env_string!(v, "value")}
         end
 

@@ -25,6 +25,7 @@ defmodule Tether.Process do
 
   @os_pid_key :"$tether_os_pid"
   @info_key :"$tether_info"
+  @adopted_key :"$tether_adopted"
 
   @doc false
   # Starts the OS process for `spec` (with `adopt: os_pid`, watches that existing process
@@ -33,8 +34,19 @@ defmodule Tether.Process do
   # The new process makes the native call, so the handle is never anyone else's, and the event
   # loop answers the caller directly: no relay through the new process. It may therefore not
   # have recorded its os_pid yet when this returns; `os_pid/1` and `live_info/1` wait for it.
+  #
+  # Nothing is spawned when the application does not run (`{:error, :not_started}`) or when
+  # `{:group, pgid}` names a group that is not a live child's (`{:error, :bad_group}`).
   @spec start(Tether.Options.spec(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
   def start(spec, options \\ []) do
+    cond do
+      not Tether.Guard.started?() -> {:error, :not_started}
+      (refusal = Tether.Guard.check_group(spec.group)) != :ok -> refusal
+      true -> do_start(spec, options)
+    end
+  end
+
+  defp do_start(spec, options) do
     ref = make_ref()
     spawn_options = if spec.link, do: [:link, :monitor], else: [:monitor]
     adopt = Keyword.get(options, :adopt)
@@ -84,7 +96,7 @@ defmodule Tether.Process do
     caller = started.owner
 
     case native_start(caller, ref, spec, adopt) do
-      {:ok, handle} -> await_spawn(spec, handle, started)
+      {:ok, handle} -> await_spawn(spec, handle, started, adopt != nil)
       :badarg -> send(caller, {:tether_spawned, ref, {:error, :badarg}})
     end
   end
@@ -99,9 +111,10 @@ defmodule Tether.Process do
     ArgumentError -> :badarg
   end
 
-  defp await_spawn(spec, handle, started) do
+  defp await_spawn(spec, handle, started, adopted?) do
     receive do
       {:tether_spawned, {:ok, os_pid}} ->
+        if adopted?, do: Process.put(@adopted_key, true)
         # The os_pid last: readers take its presence to mean that everything is recorded.
         Process.put(@info_key, started)
         Process.put(@os_pid_key, os_pid)
@@ -176,6 +189,16 @@ defmodule Tether.Process do
       })
 
     Tether.History.record(state.os_pid, info)
+  end
+
+  @doc false
+  # Whether `pid` stands for a process adopted by Tether.manage/2 rather than spawned.
+  @spec adopted?(pid) :: boolean
+  def adopted?(pid) do
+    case dictionary(pid) do
+      %{@adopted_key => true} -> true
+      _ -> false
+    end
   end
 
   @doc false

@@ -17,10 +17,14 @@ defmodule Tether.Stream do
   @doc false
   @spec new(Tether.command(), keyword, boolean) :: Enumerable.t()
   def new(command, options, raise?) when is_list(options) do
-    {input, options} = Keyword.pop(options, :input)
+    proper_list?(options) or
+      raise ArgumentError,
+            "Tether.stream/2 options must be a proper list, got: #{inspect(options)}"
+
+    {input, options} = pop_input(options)
 
     Enum.each(options, fn option ->
-      key = if is_tuple(option), do: elem(option, 0), else: option
+      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
 
       key not in [:stdout, :monitor, :active, :sync] or
         raise ArgumentError, "option #{inspect(key)} is set by Tether.stream/2"
@@ -30,7 +34,7 @@ defmodule Tether.Stream do
     run_options =
       [:stdout, :monitor, active: :once] ++ if(input, do: [:stdin], else: []) ++ options
 
-    Tether.Options.build!(command, List.keydelete(run_options, :node, 0), self())
+    Tether.Options.check!(command, run_options, self())
 
     Stream.resource(
       fn -> start(command, run_options, input) end,
@@ -38,6 +42,42 @@ defmodule Tether.Stream do
       &halt/1
     )
   end
+
+  def new(_command, options, _raise?) do
+    raise ArgumentError, "Tether.stream/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  # `:input`, checked here so that a bad one raises in the caller, not in the feeding process.
+  defp pop_input(options) do
+    # Not Keyword.pop/2: run/2 options may be atoms (`:pty`).
+    {inputs, options} = Enum.split_with(options, &match?({:input, _}, &1))
+    input = with [{:input, input} | _] <- inputs, do: input, else: (_ -> nil)
+
+    valid? =
+      cond do
+        is_nil(input) or is_binary(input) -> true
+        is_list(input) -> iodata?(input)
+        true -> Enumerable.impl_for(input) != nil
+      end
+
+    valid? or
+      raise ArgumentError,
+            "invalid value for :input option: #{inspect(input)} " <>
+              "(expected iodata or an Enumerable of iodata)"
+
+    {input, options}
+  end
+
+  defp iodata?(data) do
+    _ = IO.iodata_length(data)
+    true
+  rescue
+    ArgumentError -> false
+  end
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
 
   defp start(command, options, input) do
     case Tether.run(command, options) do

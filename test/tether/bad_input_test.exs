@@ -109,4 +109,124 @@ defmodule Tether.BadInputTest do
       assert_raise ArgumentError, fn -> apply(Tether.Native, fun, args) end
     end
   end
+
+  # Issue #14: each of these raised something else (FunctionClauseError, Protocol.UndefinedError,
+  # a raw :ets or :lists error, {:error, :badarg}) or was accepted.
+  describe "every bad input gets ArgumentError naming the option" do
+    # A command line no other process has: whether it ran is read from /proc.
+    defp marker, do: "41.#{System.unique_integer([:positive])}"
+
+    defp ran?(marker) do
+      Enum.any?(File.ls!("/proc"), fn entry ->
+        case File.read("/proc/#{entry}/cmdline") do
+          {:ok, cmdline} -> String.contains?(cmdline, marker)
+          {:error, _} -> false
+        end
+      end)
+    end
+
+    defp assert_refused(message, fun) do
+      before = Tether.which_processes()
+      error = assert_raise ArgumentError, fun
+      assert error.message =~ message
+      assert Tether.which_processes() == before
+    end
+
+    test "run/2 options" do
+      for {options, message} <- [
+            {[active: [{:stdout, true} | :x]], ~r/:active option/},
+            {[active: [:x]], ~r/:active option/},
+            {[stdout: {"out.txt", [:append | :x]}], ~r/:stdout option/},
+            {[max_output: 2 ** 70], ~r/:max_output option/},
+            {[env: [{"A", true}]], ~r/:env option/},
+            {[stderr: {"err.txt", [{:mode, 0o6755}]}], ~r/:mode option/}
+          ] do
+        assert_refused(message, fn -> Tether.run(["true"], options) end)
+      end
+
+      assert_refused(~r/must be a list/, fn -> Tether.run_link(["true"], :x) end)
+    end
+
+    test "activate/3 with a stream that is not :stdout, :stderr or :all" do
+      {:ok, _, os_pid} = Tether.run(["sleep", "100"], [:monitor, :stdout, active: :once])
+
+      for stream <- [:foo, nil, "stdout", 1] do
+        assert_raise ArgumentError, ~r/invalid stream/, fn ->
+          Tether.activate(os_pid, true, stream)
+        end
+      end
+
+      assert_raise ArgumentError, ~r/:active option/, fn -> Tether.activate(os_pid, -1) end
+      assert Tether.activate(os_pid, true, :stdout) == :ok
+      :ok = Tether.kill(os_pid, :sigkill)
+      assert_receive {:DOWN, ^os_pid, _, _, {:signal, :sigkill, false}}, 5000
+    end
+
+    test "cmd/3 options, checked before anything runs" do
+      m = marker()
+
+      for {options, message} <- [
+            {[timeout: -1], ~r/:timeout option/},
+            {[timeout: 0], ~r/:timeout option/},
+            {[timeout: 1.5], ~r/:timeout option/},
+            {[timeout: :never], ~r/:timeout option/},
+            {[env: [{"A", true}]], ~r/:env option/},
+            {[into: 5], ~r/:into option/},
+            {[input: 5], ~r/:input option/},
+            {[input: [1000]], ~r/:input option/},
+            {[stderr_to_stdout: :yes], ~r/:stderr_to_stdout option/},
+            {[parallelism: 1], ~r/:parallelism option/},
+            {[arg0: 5], ~r/:arg0 option/},
+            {[{:cd, "/"} | :x], ~r/proper list/},
+            {[:stdout], ~r/invalid entry/},
+            {[colour: 1], ~r/unknown option :colour/}
+          ] do
+        assert_refused(message, fn -> Tether.cmd("sleep", [m], options) end)
+      end
+
+      refute ran?(m)
+      assert_refused(~r/expects a program/, fn -> Tether.cmd(:sleep, [m]) end)
+      assert_refused(~r/expects a program/, fn -> Tether.cmd("sleep", m) end)
+      assert_refused(~r/expects a program/, fn -> Tether.cmd("sleep", [m], :x) end)
+      refute ran?(m)
+    end
+
+    test "stream/2 options, checked where the stream is built" do
+      for {options, message} <- [
+            {:x, ~r/must be a list/},
+            {[{:cd, "/"} | :x], ~r/proper list/},
+            {[{}], ~r/invalid entry/},
+            {[input: 5], ~r/:input option/},
+            {[input: [:a]], ~r/:input option/},
+            {[node: self()], ~r/:node option/}
+          ] do
+        assert_refused(message, fn -> Tether.stream(["cat"], options) end)
+      end
+
+      # Atoms among the options, with :input: Keyword.pop/2 raised FunctionClauseError here.
+      assert Tether.stream(["cat"], [:pty, input: "x\n"]) |> Enum.take(1) == ["x\r\n"]
+    end
+
+    test "Tether.Daemon options, in the caller" do
+      for {options, message} <- [
+            {:x, ~r/keyword list/},
+            {[cmd: ["true"], run: :x], ~r/:run option/},
+            {[cmd: ["true"], run: [{:cd, "/"} | :x]], ~r/:run option/},
+            {[cmd: ["true"], run: [node: self()]], ~r/:node option/},
+            {[cmd: ["true"], run: [:sync]], ~r/:sync in :run/},
+            {[cmd: ["true"], run: [monitor: false]], ~r/:monitor in :run/},
+            {[cmd: ["true"], run: [colour: 1]], ~r/unknown option :colour/},
+            {[cmd: ["true"], log_level: :loud], ~r/:log_level option/},
+            {[cmd: ["true"], restart: :sometimes], ~r/:restart option/},
+            {[cmd: ["true"], colour: 1], ~r/unknown option :colour/},
+            {[cmd: :x], ~r/command must be/}
+          ] do
+        assert_refused(message, fn -> Tether.Daemon.start_link(options) end)
+      end
+
+      assert_raise ArgumentError, ~r/:run option/, fn ->
+        Tether.Daemon.child_spec(cmd: ["true"], run: :x)
+      end
+    end
+  end
 end
