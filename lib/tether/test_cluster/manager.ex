@@ -620,7 +620,10 @@ defmodule Tether.TestCluster.Manager do
         [:monitor, stdout: node.forwarder, stderr: node.forwarder] ++
         [kill_timeout: state.config.kill_timeout] ++ where
 
-    case Tether.run(argv, options) do
+    # A host we are not connected to is not dialled from here: that could block for seconds.
+    connected? = node.host == node() or node.host in Node.list(:connected)
+
+    case if(connected?, do: Tether.run(argv, options), else: {:error, :nodedown}) do
       {:ok, pid, os_pid} ->
         wait_for_boot(spec, os_pid, state.config.boot_timeout)
         # Each OS process leads its own group: its os_pid is the group id (on its host).
@@ -713,8 +716,10 @@ defmodule Tether.TestCluster.Manager do
     if state.starting do
       fail_start(state, state.starting, {:node_connection_failed, name})
     else
-      # A restart that did not boot: stop it; its DOWN counts as one more crash.
-      Tether.stop(node.exec_pid)
+      # A restart that did not boot: stop it; its DOWN counts as one more crash. From another
+      # process: a remote stop waits for its host.
+      pid = node.exec_pid
+      spawn(fn -> Tether.stop(pid) end)
       put_node(state, name, %{node | status: :boot_failed})
     end
   end
