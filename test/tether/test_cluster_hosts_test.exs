@@ -4,6 +4,8 @@ defmodule Tether.TestClusterPlacementTest do
   alias Tether.TestCluster.{Manager, Placement}
 
   doctest Placement
+  doctest Tether.TestCluster.NodeSpec
+  doctest Tether.TestCluster.OutputBuffer
 
   test "ports are allocated per hostname; agents sharing one share its ports" do
     hosts = [:a@h1, :b@h2, :c@h1]
@@ -82,8 +84,23 @@ defmodule Tether.TestClusterHostsTest do
     assert {"epmd: up and running" <> _, 0} = System.cmd("epmd", ["-names"])
   end
 
-  # Starts agents; returns `[{name, os_pid}]` once each says it is ready.
+  # Starts agents; returns `[{name, os_pid}]` once each says it is ready. They are gone before
+  # the next test starts (so that no test sees another's children in `which_processes/0`).
   defp start_agents!(uniq, count, command \\ &Agent.command/2, options \\ []) do
+    agents = do_start_agents!(uniq, count, command, options)
+
+    on_exit(fn ->
+      Manager.stop_cluster()
+      Enum.each(agents, fn {_, os_pid} -> Tether.stop(os_pid) end)
+      pids = Enum.map(agents, &elem(&1, 1))
+
+      true = wait_until(fn -> Enum.all?(pids, &(&1 not in Tether.which_processes())) end, 10_000)
+    end)
+
+    agents
+  end
+
+  defp do_start_agents!(uniq, count, command, options) do
     for i <- 1..count do
       name = :"agent#{uniq}_#{i}@127.0.0.1"
       run_options = [:stdout, {:stderr, :stdout}, :monitor, kill_timeout: 1] ++ options
