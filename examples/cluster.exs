@@ -226,6 +226,8 @@ defmodule OverHosts do
       {:ok, _} = Node.start(:"demo#{System.unique_integer([:positive])}@127.0.0.1")
     end
 
+    {"epmd: up and running" <> _, 0} = System.cmd("epmd", ["-names"])
+
     owned =
       for i <- 1..2 do
         name = :"agent#{i}_#{System.unique_integer([:positive])}@127.0.0.1"

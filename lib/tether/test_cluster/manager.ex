@@ -650,10 +650,9 @@ defmodule Tether.TestCluster.Manager do
 
     spawn_link(fn ->
       :ok = :net_kernel.monitor_nodes(true)
-      try_connect? = match?({:command, _}, spec.boot)
 
       result =
-        with :ok <- wait_nodeup(spec.name, deadline, try_connect?),
+        with :ok <- wait_nodeup(spec, os_pid, deadline),
              :ok <-
                if(NodeSpec.serves_health?(spec),
                  do:
@@ -669,11 +668,11 @@ defmodule Tether.TestCluster.Manager do
     end)
   end
 
-  defp wait_nodeup(name, deadline, try_connect?) do
+  defp wait_nodeup(spec, os_pid, deadline) do
     left = deadline - System.monotonic_time(:millisecond)
 
     cond do
-      name in Node.list() ->
+      joined?(spec, os_pid) ->
         :ok
 
       left <= 0 ->
@@ -681,13 +680,27 @@ defmodule Tether.TestCluster.Manager do
 
       true ->
         receive do
-          {:nodeup, ^name} -> :ok
+          {:nodeup, name} when name == spec.name -> :ok
+          {:nodedown, name} when name == spec.name -> :ok
         after
-          min(left, 1000) ->
-            if try_connect?, do: Node.connect(name)
-            wait_nodeup(name, deadline, try_connect?)
+          min(left, 1000) -> if match?({:command, _}, spec.boot), do: Node.connect(spec.name)
         end
+
+        wait_nodeup(spec, os_pid, deadline)
     end
+  end
+
+  # Connected, and not a previous run of the node still leaving (the connection of a node
+  # just killed can outlive it by a moment): an `elixir` node's VM is the OS process we
+  # started, so its own OS pid is `os_pid`. A `{:command, fun}` may wrap it; only its name
+  # is checked.
+  defp joined?(%{boot: {:command, _}} = spec, _os_pid), do: spec.name in Node.list()
+
+  defp joined?(spec, os_pid) do
+    spec.name in Node.list() and
+      :erpc.call(spec.name, System, :pid, [], 2000) == Integer.to_string(os_pid)
+  catch
+    :error, {:erpc, _} -> false
   end
 
   defp until(deadline, check, interval \\ 100) do
