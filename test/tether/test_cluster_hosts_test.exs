@@ -330,7 +330,8 @@ defmodule Tether.TestClusterHostsTest do
     assert on_agent(a2, Tether, :which_processes, []) == []
   end
 
-  test "`mix tether.agent` makes a host; per-host counts place the nodes",
+  test "`mix tether.agent` makes a host; per-host counts place the nodes; the manager " <>
+         "killed, its nodes are stopped",
        %{prefix: prefix, port: port, uniq: uniq} do
     root = Path.expand("../..", __DIR__)
 
@@ -354,7 +355,12 @@ defmodule Tether.TestClusterHostsTest do
     assert i1.host == agent and i2.host == agent
     assert ppid(i1.os_pid) == agent_os and ppid(i2.os_pid) == agent_os
     assert n1 in Node.list() and n2 in Node.list()
-    assert Manager.stop_cluster() == :ok
+
+    # The manager process killed (its VM lives on): the agent stops the nodes it ran for it.
+    manager = Process.whereis(Manager)
+    ref = Process.monitor(manager)
+    Process.exit(manager, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^manager, :killed}
     assert nothing_left_on?(agent, [i1.os_pid, i2.os_pid])
   end
 

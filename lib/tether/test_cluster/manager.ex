@@ -428,10 +428,7 @@ defmodule Tether.TestCluster.Manager do
         subscribers: MapSet.put(state.subscribers, config.subscriber)
     }
 
-    case launch_all(state) do
-      {:ok, state} -> {:noreply, %{state | starting: from}}
-      {:error, reason, state} -> {:noreply, fail_start(state, from, reason)}
-    end
+    {:noreply, launch_all(%{state | starting: from})}
   end
 
   def handle_call(:stop_cluster, from, state) do
@@ -492,6 +489,17 @@ defmodule Tether.TestCluster.Manager do
     end
   end
 
+  def handle_info({:launched, ref, result}, state) do
+    case Enum.find(state.nodes, fn {_, node} -> node.launching == ref end) do
+      {name, _} ->
+        {:noreply, launched(state, name, result)}
+
+      nil ->
+        # Its node is gone: what was started there goes with its owner, the keeper.
+        {:noreply, state}
+    end
+  end
+
   def handle_info({:booted, name, os_pid, result}, state) do
     case state.nodes do
       %{^name => %{os_pid: ^os_pid, status: :booting}} -> {:noreply, booted(state, name, result)}
@@ -531,9 +539,16 @@ defmodule Tether.TestCluster.Manager do
     Process.demonitor(ref, [:flush])
 
     waiters =
-      Enum.map(state.stop_waiters, fn
-        %{task: ^ref} = waiter -> %{waiter | unanswered: unanswered}
-        waiter -> waiter
+      Enum.map(state.stop_waiters, fn waiter ->
+        if MapSet.member?(waiter.tasks, ref) do
+          %{
+            waiter
+            | tasks: MapSet.delete(waiter.tasks, ref),
+              unanswered: Enum.sort(Enum.uniq(waiter.unanswered ++ unanswered))
+          }
+        else
+          waiter
+        end
       end)
 
     {:noreply, reply_stop_waiters(%{state | stop_waiters: waiters})}
@@ -547,18 +562,19 @@ defmodule Tether.TestCluster.Manager do
     config = state.config
     manager = self()
 
-    Enum.reduce_while(config.slots, {:ok, state}, fn slot, {:ok, state} ->
+    Enum.reduce(config.slots, state, fn slot, state ->
       node = %{
         spec: spec(config, slot),
         host: slot.host,
         os_pid: nil,
         pgid: nil,
         exec_pid: nil,
+        launching: nil,
         status: :booting,
         restart_count: 0,
         buffer: OutputBuffer.new(slot.name),
         health: nil,
-        forwarder: spawn_link(fn -> forward_output(manager, slot.name) end)
+        keeper: spawn_link(fn -> keep(manager, slot.name) end)
       }
 
       state = %{
@@ -567,10 +583,7 @@ defmodule Tether.TestCluster.Manager do
           order: state.order ++ [slot.name]
       }
 
-      case launch(state, slot.name) do
-        {:ok, state} -> {:cont, {:ok, state}}
-        {:error, reason, state} -> {:halt, {:error, reason, state}}
-      end
+      launch(state, slot.name)
     end)
   end
 
@@ -590,23 +603,41 @@ defmodule Tether.TestCluster.Manager do
     }
   end
 
-  # Tags a node's output with its name: os_pids are only unique per host.
-  defp forward_output(manager, name) do
+  # A node's keeper, linked to the manager: it calls `Tether.run/2`, so it owns the node's OS
+  # process (a remote start waits for its host here, not in the manager), and forwards its
+  # output, tagged with the node's name (os_pids are only unique per host), then its `:DOWN`.
+  # If the manager dies, so does the keeper, and Tether stops the OS process on its host.
+  defp keep(manager, name) do
     receive do
+      {:launch, ref, argv, options} ->
+        result =
+          try do
+            Tether.run(argv, options)
+          rescue
+            error -> {:error, {:exception, error}}
+          end
+
+        send(manager, {:launched, ref, result})
+        keep(manager, name)
+
       {stream, _os_pid, data} when stream in [:stdout, :stderr] ->
         send(manager, {:node_output, name, stream, data})
-        forward_output(manager, name)
+        keep(manager, name)
+
+      {:DOWN, os_pid, :process, _, _} = down when is_integer(os_pid) ->
+        send(manager, down)
+        keep(manager, name)
 
       {:rename, new_name} ->
-        forward_output(manager, new_name)
+        keep(manager, new_name)
 
       :stop ->
         :ok
     end
   end
 
-  # Starts a node's OS process (on its host) and a process that waits for it to join. The
-  # remote start is one short :erpc round trip to a connected agent.
+  # Asks the node's keeper to start its OS process (on its host); `{:launched, ref, result}`
+  # follows.
   defp launch(state, name) do
     node = state.nodes[name]
     spec = node.spec
@@ -614,31 +645,53 @@ defmodule Tether.TestCluster.Manager do
     where = if node.host == node(), do: [], else: [node: node.host]
     Logger.info("Starting cluster node #{name} on #{node.host} (#{NodeSpec.url(spec)})")
     :erlang.set_cookie(name, spec.cookie)
+    options = options ++ [:monitor, :stdout, :stderr, kill_timeout: state.config.kill_timeout]
+    ref = make_ref()
 
-    options =
-      options ++
-        [:monitor, stdout: node.forwarder, stderr: node.forwarder] ++
-        [kill_timeout: state.config.kill_timeout] ++ where
+    # A host we are not connected to is not dialled: that could take seconds.
+    if node.host == node() or node.host in Node.list(:connected) do
+      send(node.keeper, {:launch, ref, argv, options ++ where})
+    else
+      send(self(), {:launched, ref, {:error, :nodedown}})
+    end
 
-    # A host we are not connected to is not dialled from here: that could block for seconds.
-    connected? = node.host == node() or node.host in Node.list(:connected)
+    put_node(state, name, %{node | launching: ref, status: :booting})
+  end
 
-    case if(connected?, do: Tether.run(argv, options), else: {:error, :nodedown}) do
-      {:ok, pid, os_pid} ->
-        wait_for_boot(spec, os_pid, state.config.boot_timeout)
-        # Each OS process leads its own group: its os_pid is the group id (on its host).
-        node = %{node | os_pid: os_pid, pgid: os_pid, exec_pid: pid, status: :booting}
+  defp launched(state, name, {:ok, pid, os_pid}) do
+    node = state.nodes[name]
+    # Each OS process leads its own group: its os_pid is the group id (on its host).
+    node = %{node | launching: nil, os_pid: os_pid, pgid: os_pid, exec_pid: pid}
 
-        {:ok,
-         %{
-           state
-           | nodes: Map.put(state.nodes, name, node),
-             by_os_pid: Map.put(state.by_os_pid, {node(pid), os_pid}, name)
-         }}
+    state = %{
+      put_node(state, name, node)
+      | by_os_pid: Map.put(state.by_os_pid, {node(pid), os_pid}, name)
+    }
 
-      {:error, reason} ->
-        Logger.error("Failed to start cluster node #{name}: #{inspect(reason)}")
-        {:error, {:node_start_failed, name, reason}, state}
+    if node.status == :stopping do
+      # Stopped while it was being started.
+      stop_launched(state, name)
+    else
+      wait_for_boot(node.spec, os_pid, state.config.boot_timeout)
+      state
+    end
+  end
+
+  defp launched(state, name, {:error, reason}) do
+    node = %{state.nodes[name] | launching: nil}
+    Logger.error("Failed to start cluster node #{name}: #{inspect(reason)}")
+
+    cond do
+      node.status == :stopping ->
+        state |> put_node(name, %{node | status: :stopped}) |> reply_stop_waiters()
+
+      state.starting ->
+        state = put_node(state, name, %{node | status: :stopped})
+        fail_start(state, state.starting, {:node_start_failed, name, reason})
+
+      true ->
+        notify(state, {:node_failed, name})
+        put_node(state, name, %{node | status: :failed})
     end
   end
 
@@ -859,7 +912,7 @@ defmodule Tether.TestCluster.Manager do
       {put_node(state, name, node), name}
     else
       notify(state, {:node_moved, name, new_name})
-      send(node.forwarder, {:rename, new_name})
+      send(node.keeper, {:rename, new_name})
 
       state = %{
         state
@@ -877,14 +930,7 @@ defmodule Tether.TestCluster.Manager do
     state =
       put_node(state, name, %{node | restart_count: node.restart_count + 1, status: :booting})
 
-    case launch(state, name) do
-      {:ok, state} ->
-        state
-
-      {:error, _reason, state} ->
-        notify(state, {:node_failed, name})
-        put_node(state, name, %{state.nodes[name] | status: :failed})
-    end
+    launch(state, name)
   end
 
   defp notify(state, message), do: Enum.each(state.subscribers, &send(&1, message))
@@ -893,26 +939,53 @@ defmodule Tether.TestCluster.Manager do
 
   # Marks the nodes stopping and hands the stops and the checks to a task, so that a slow or
   # lost host never blocks the manager; the waiter is answered once every node's `:DOWN` is
-  # in and the task has seen every group gone, or as soon as a host did not answer.
+  # in and the tasks have seen every group gone, or when a host did not answer. A node still
+  # being started is stopped once it is (`stop_launched/2`).
   defp stop_nodes(state, names, waiter) do
     {targets, state} =
       Enum.flat_map_reduce(names, state, fn name, state ->
         node = state.nodes[name]
 
-        if node.exec_pid do
-          Logger.info("Stopping cluster node #{name} (os_pid #{node.os_pid} on #{node.host})")
+        cond do
+          node.exec_pid ->
+            Logger.info("Stopping cluster node #{name} (os_pid #{node.os_pid} on #{node.host})")
 
-          {[{node.host, node.exec_pid, node.pgid}],
-           put_node(state, name, %{node | status: :stopping})}
-        else
-          {[], put_node(state, name, %{node | status: :stopped})}
+            {[{node.host, node.exec_pid, node.pgid}],
+             put_node(state, name, %{node | status: :stopping})}
+
+          node.launching ->
+            {[], put_node(state, name, %{node | status: :stopping})}
+
+          true ->
+            {[], put_node(state, name, %{node | status: :stopped})}
         end
       end)
 
+    entry = %{waiter: waiter, names: names, tasks: MapSet.new(), unanswered: []}
+    state = %{state | stop_waiters: state.stop_waiters ++ [entry]}
+    state |> start_stop_task(names, targets) |> reply_stop_waiters()
+  end
+
+  defp stop_launched(state, name) do
+    node = state.nodes[name]
+    start_stop_task(state, [name], [{node.host, node.exec_pid, node.pgid}])
+  end
+
+  # The task's ref joins every pending stop that covers one of `names`.
+  defp start_stop_task(state, _names, []), do: state
+
+  defp start_stop_task(state, names, targets) do
     timeout = state.config.stop_timeout
-    task = Task.async(fn -> stop_and_confirm(targets, timeout) end)
-    entry = %{waiter: waiter, names: names, task: task.ref, unanswered: nil}
-    reply_stop_waiters(%{state | stop_waiters: state.stop_waiters ++ [entry]})
+    %Task{ref: ref} = Task.async(fn -> stop_and_confirm(targets, timeout) end)
+
+    waiters =
+      Enum.map(state.stop_waiters, fn entry ->
+        if Enum.any?(names, &(&1 in entry.names)),
+          do: %{entry | tasks: MapSet.put(entry.tasks, ref)},
+          else: entry
+      end)
+
+    %{state | stop_waiters: waiters}
   end
 
   # In the task: stops each node on its host and waits until its process group is gone
@@ -965,11 +1038,11 @@ defmodule Tether.TestCluster.Manager do
     forget_stopped(state)
   end
 
-  defp stop_done?(_state, %{unanswered: nil}), do: false
-  defp stop_done?(_state, %{unanswered: [_ | _]}), do: true
-
-  defp stop_done?(state, %{names: names}) do
-    Enum.all?(names, &(state.nodes[&1] == nil or state.nodes[&1].status == :stopped))
+  # Done when no task is out, and every node is stopped or a host did not answer.
+  defp stop_done?(state, %{names: names, tasks: tasks, unanswered: unanswered}) do
+    MapSet.size(tasks) == 0 and
+      (unanswered != [] or
+         Enum.all?(names, &(state.nodes[&1] == nil or state.nodes[&1].status == :stopped)))
   end
 
   # Stopped nodes no pending stop waits for are forgotten (also those whose host answered
@@ -980,7 +1053,7 @@ defmodule Tether.TestCluster.Manager do
     gone =
       for {name, %{status: :stopped}} <- state.nodes, not MapSet.member?(pending, name), do: name
 
-    Enum.each(gone, &send(state.nodes[&1].forwarder, :stop))
+    Enum.each(gone, &send(state.nodes[&1].keeper, :stop))
     %{state | nodes: Map.drop(state.nodes, gone), order: state.order -- gone}
   end
 
