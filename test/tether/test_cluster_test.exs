@@ -11,8 +11,9 @@ defmodule Tether.TestClusterTest do
   setup do
     on_exit(fn -> Manager.stop_cluster() end)
     # Distinct names and ports per test: a node of a previous test may still be leaving epmd.
+    # Ports below 32768, where Linux picks no ephemeral source ports.
     prefix = "tt#{System.unique_integer([:positive])}n"
-    %{prefix: prefix, port: 20_000 + :rand.uniform(20_000)}
+    %{prefix: prefix, port: 20_000 + :rand.uniform(12_000)}
   end
 
   defp node_pids(nodes), do: for({_, info} <- nodes, do: info.os_pid)

@@ -2,13 +2,13 @@ defmodule Tether.TestCluster.Health do
   @moduledoc """
   The health endpoint a default cluster node serves, and the checks the manager runs.
 
-  Inside a node, `serve/1` starts OTP's `:inets` httpd on `127.0.0.1:port`; every path answers
+  Inside a node, `serve/2` starts OTP's `:inets` httpd on `address:port`; every path answers
   `200 ok`. The module is also the httpd callback module (its `do/1`).
   """
 
-  @doc "Starts the health endpoint on `port` (inside a cluster node)."
-  @spec serve(:inet.port_number()) :: {:ok, pid} | {:error, term}
-  def serve(port) do
+  @doc "Starts the health endpoint on `address:port` (inside a cluster node)."
+  @spec serve(:inet.port_number(), :inet.ip_address()) :: {:ok, pid} | {:error, term}
+  def serve(port, address \\ {127, 0, 0, 1}) do
     {:ok, _} = Application.ensure_all_started(:inets)
     root = String.to_charlist(System.tmp_dir!())
 
@@ -17,7 +17,7 @@ defmodule Tether.TestCluster.Health do
       server_name: ~c"tether_node",
       server_root: root,
       document_root: root,
-      bind_address: {127, 0, 0, 1},
+      bind_address: address,
       modules: [__MODULE__]
     )
   end

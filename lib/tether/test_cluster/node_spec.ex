@@ -13,7 +13,19 @@ defmodule Tether.TestCluster.NodeSpec do
   """
 
   @enforce_keys [:name, :index, :http_port, :hostname, :cookie, :boot]
-  defstruct [:name, :index, :http_port, :hostname, :cookie, :boot, mix_env: "dev", env: []]
+  defstruct [
+    :name,
+    :index,
+    :http_port,
+    :hostname,
+    :cookie,
+    :boot,
+    mix_env: "dev",
+    env: [],
+    host: nil,
+    manager: nil,
+    tether_dir: nil
+  ]
 
   @type boot :: :elixir | {:mix_run, Path.t()} | {:command, (t -> [String.t()])}
   @type t :: %__MODULE__{
@@ -24,7 +36,10 @@ defmodule Tether.TestCluster.NodeSpec do
           cookie: atom,
           boot: boot,
           mix_env: String.t(),
-          env: [{String.t(), String.t()}]
+          env: [{String.t(), String.t()}],
+          host: node | nil,
+          manager: node | nil,
+          tether_dir: Path.t() | nil
         }
 
   @doc "The node's base URL."
@@ -32,13 +47,16 @@ defmodule Tether.TestCluster.NodeSpec do
   def url(spec), do: "http://#{spec.hostname}:#{spec.http_port}"
 
   @doc """
-  The environment every node gets.
+  The environment every node gets. `TEST_HTTP_HOST` is the address the default node's health
+  endpoint binds; `TETHER_CLUSTER_MANAGER` (when the spec has a manager) is the node a booting
+  node connects to, so that the manager learns it joined from a `nodeup` instead of polling.
 
       iex> spec = %Tether.TestCluster.NodeSpec{name: :"n1@127.0.0.1", index: 1, http_port: 4001,
       ...>   hostname: "127.0.0.1", cookie: :c, boot: :elixir}
       iex> Tether.TestCluster.NodeSpec.env(spec) |> Enum.sort()
       [{"ERLANG_COOKIE", "c"}, {"MIX_ENV", "dev"}, {"NODE_NAME", "n1@127.0.0.1"},
-       {"PHX_PORT", "4001"}, {"PHX_SERVER", "true"}, {"PORT", "4001"}, {"TEST_HTTP_PORT", "4001"}]
+       {"PHX_PORT", "4001"}, {"PHX_SERVER", "true"}, {"PORT", "4001"},
+       {"TEST_HTTP_HOST", "127.0.0.1"}, {"TEST_HTTP_PORT", "4001"}]
   """
   @spec env(t) :: [{String.t(), String.t()}]
   def env(spec) do
@@ -48,17 +66,24 @@ defmodule Tether.TestCluster.NodeSpec do
       {"PORT", port},
       {"PHX_PORT", port},
       {"TEST_HTTP_PORT", port},
+      {"TEST_HTTP_HOST", spec.hostname},
       {"NODE_NAME", Atom.to_string(spec.name)},
       {"ERLANG_COOKIE", Atom.to_string(spec.cookie)},
       {"MIX_ENV", spec.mix_env},
       {"PHX_SERVER", "true"}
-    ] ++ spec.env
+    ] ++
+      if(spec.manager, do: [{"TETHER_CLUSTER_MANAGER", Atom.to_string(spec.manager)}], else: []) ++
+      spec.env
   end
 
-  @doc "The argv and the `Tether.run/2` options (without destinations) that boot the node."
+  @doc """
+  The argv and the `Tether.run/2` options (without destinations) that boot the node.
+  `:elixir` uses Tether's code in `spec.tether_dir` (the node's host's copy; this VM's when
+  `nil`). Nodes never start `epmd` (`-start_epmd false`): it runs before they boot.
+  """
   @spec command(t) :: {[String.t()], keyword}
   def command(%__MODULE__{boot: :elixir} = spec) do
-    ebin = Path.join(:code.lib_dir(:tether), "ebin")
+    ebin = Path.join(spec.tether_dir || :code.lib_dir(:tether), "ebin")
 
     argv =
       distribution(spec) ++
@@ -68,7 +93,13 @@ defmodule Tether.TestCluster.NodeSpec do
   end
 
   def command(%__MODULE__{boot: {:mix_run, dir}} = spec) do
-    {distribution(spec) ++ ["-S", "mix", "run", "--no-halt"], env: env(spec), cd: dir}
+    # The connect runs before `mix run` starts the project (`elixir` runs -e, then -S).
+    connect =
+      if spec.manager,
+        do: ["-e", "Node.connect(:#{inspect(Atom.to_string(spec.manager))})"],
+        else: []
+
+    {distribution(spec) ++ connect ++ ["-S", "mix", "run", "--no-halt"], env: env(spec), cd: dir}
   end
 
   def command(%__MODULE__{boot: {:command, fun}} = spec) do
@@ -76,7 +107,8 @@ defmodule Tether.TestCluster.NodeSpec do
   end
 
   defp distribution(spec) do
-    ["elixir", "--name", Atom.to_string(spec.name), "--cookie", Atom.to_string(spec.cookie)]
+    ["elixir", "--erl", "-start_epmd false", "--name", Atom.to_string(spec.name)] ++
+      ["--cookie", Atom.to_string(spec.cookie)]
   end
 
   @doc "Whether the boot mode serves the health endpoint (so booting waits for it)."
