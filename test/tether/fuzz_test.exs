@@ -517,8 +517,7 @@ defmodule Tether.FuzzTest do
     fuzz(context, default_calls(context), count(200_000))
   end
 
-  # The :exec layer is being rewritten (lib/exec.ex, lib/tether/exec/): until that lands these
-  # carry their own tag (`mix test --only exec_fuzz` runs them alone).
+  # The :exec cases carry their own tag (`mix test --only exec_fuzz` runs them alone).
   describe ":exec" do
     @describetag :exec_fuzz
 

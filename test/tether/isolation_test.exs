@@ -53,8 +53,9 @@ defmodule Tether.IsolationTest do
     assert_receive {:DOWN, ^os_pid, _, _, {:signal, :sigkill, false}}, 5000
     assert wait_gone([grandchild]) == []
 
-    {:ok, _, os_pid} =
-      Tether.run([script("grandchild.sh")], [:stdout, :monitor, kill_group: false])
+    # Kept after the child's exit, so that only the kill itself is judged here.
+    options = [:stdout, :monitor, kill_group: false, background_jobs: :keep]
+    {:ok, _, os_pid} = Tether.run([script("grandchild.sh")], options)
 
     grandchild = os_pid |> first_line() |> String.to_integer()
     :ok = Tether.kill(os_pid, :sigkill)
