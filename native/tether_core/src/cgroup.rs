@@ -1,13 +1,14 @@
 //! cgroup v2 containment: a cgroup per child, so nothing it starts escapes — not a `setsid`
 //! daemon, not a double fork, not a process that changed its group.
 //!
-//! Layout: `<base>/tether-<vm os_pid>/c<child id>`, where `<base>` is the VM's own cgroup in the
+//! Layout: `<base>/tether-<vm os_pid>-<random>/c<child id>` (random: VMs in other pid
+//! namespaces may have the same os_pid, and a tree is never shared), where `<base>` is the VM's own cgroup in the
 //! cgroup2 hierarchy (found in `/proc/self/mountinfo` and `/proc/self/cgroup`) or a configured
 //! directory. The VM itself stays where it is. The child joins its cgroup between `clone` and
 //! `execve` (it writes `0` to `cgroup.procs`), so everything it starts is born inside.
 //! Stopping a child kills its whole cgroup (`cgroup.kill`, Linux ≥ 5.14; before that, every
 //! process listed in `cgroup.procs`, through a pidfd checked to be in the cgroup). When the VM
-//! dies, the watchdog kills `tether-<vm os_pid>`, which kills every child cgroup at once.
+//! dies, the watchdog kills that tree, which kills every child cgroup at once, and removes it.
 //!
 //! Zombies do not count as members (`cgroup.events` says `populated 0` once every process has
 //! exited, reaped or not), and an empty cgroup is removed.
@@ -82,23 +83,52 @@ pub fn default_base() -> Result<PathBuf, String> {
     Ok(mount.join(own.trim().trim_start_matches('/')))
 }
 
+/// `CGROUP2_SUPER_MAGIC` from `<linux/magic.h>`.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Whether `path` is a directory of a cgroup v2 hierarchy (a v1 hierarchy has `cgroup.procs`
+/// too, but neither `cgroup.events` nor `cgroup.kill`: it could not contain anything).
+fn is_cgroup2(path: &Path) -> bool {
+    let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; zeroed is a valid value.
+    let mut info: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid statfs to fill.
+    let ok = unsafe { libc::statfs(cpath.as_ptr(), &mut info) } == 0;
+    ok && info.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
+/// 64 random bits, as hex.
+fn nonce() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is valid for 8 bytes; getrandom fills what it returns.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = nanos.to_ne_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Root {
-    /// Creates (or reuses) `<base>/tether-<our pid>` and enables for its children every
-    /// controller it can; removes the empty `tether-*` directories of VMs that are gone.
+    /// Creates this VM's tree, `<base>/tether-<our pid>-<random>`, and enables for its
+    /// children every controller it can. `base` must be an absolute cgroup v2 directory.
     pub fn create(base: &Path) -> Result<Root, String> {
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
-        remove_stale(base);
-        let path = base.join(format!("tether-{pid}"));
-        match std::fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
-        }
-        if !path.join("cgroup.procs").exists() {
-            let _ = std::fs::remove_dir(&path);
+        if !base.is_absolute() || !is_cgroup2(base) {
             return Err(format!("{} is not a cgroup2 directory", base.display()));
         }
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let path = base.join(format!("tether-{pid}-{}", nonce()));
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Root::at(path))
+    }
+
+    /// The tree at `path`, made earlier by [`Root::create`] in this VM.
+    pub fn at(path: PathBuf) -> Root {
         let available =
             std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default();
         let controllers: Vec<String> = available
@@ -109,7 +139,7 @@ impl Root {
             })
             .map(String::from)
             .collect();
-        Ok(Root { path, controllers })
+        Root { path, controllers }
     }
 
     /// A new, empty cgroup for child `id`, with `limits` applied. A limit whose controller is
@@ -139,26 +169,17 @@ fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Removes the empty `tether-<pid>` trees of VMs that no longer run.
-fn remove_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("tether-")) else {
-            continue;
-        };
-        if Path::new("/proc").join(pid).exists() {
-            continue;
-        }
-        if let Ok(children) = std::fs::read_dir(entry.path()) {
-            for child in children.flatten().filter(|c| c.path().is_dir()) {
-                let _ = std::fs::remove_dir(child.path());
+/// Removes the cgroup at `path` and every cgroup below it (a child may make its own, a nested
+/// VM makes a tree), deepest first. Directories that still hold live processes stay.
+pub fn remove_tree(path: &Path) {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
             }
         }
-        let _ = std::fs::remove_dir(entry.path());
     }
+    let _ = std::fs::remove_dir(path);
 }
 
 impl Cgroup {
@@ -240,9 +261,9 @@ impl Cgroup {
         }
     }
 
-    /// Removes it (it must be empty of live processes).
+    /// Removes it and the cgroups made below it (they must be empty of live processes).
     pub fn remove(&self) {
-        let _ = std::fs::remove_dir(&self.path);
+        remove_tree(&self.path);
     }
 }
 

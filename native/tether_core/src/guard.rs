@@ -15,7 +15,8 @@
 use crate::cgroup::Cgroup;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// `PIDFD_SIGNAL_PROCESS_GROUP` from `<linux/pidfd.h>` (not in libc's headers yet).
 const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
@@ -114,15 +115,18 @@ pub struct Targets {
     /// `kill/2` and the steps of a stop address the group, not the child alone.
     pub kill_group: bool,
     pub cgroup: Option<Cgroup>,
+    /// Live children of ours that joined the group this child leads (`{:group, pgid}`): they
+    /// are not its leftovers, so a drain does not signal the group while any is alive.
+    pub joiners: AtomicUsize,
 }
 
 /// A child's process group.
 #[derive(Debug)]
 pub struct Group {
     pub pgid: libc::pid_t,
-    /// A pidfd of the group's leader when the child joined another child's group; `None` when
-    /// the child leads it (its own pidfd serves).
-    pub leader: Option<OwnedFd>,
+    /// The group's leader when the child joined another child's group; `None` when the child
+    /// leads it (its own pidfd serves).
+    pub leader: Option<Arc<Targets>>,
 }
 
 /// Which of a child's targets a signal goes to.
@@ -130,7 +134,7 @@ pub struct Group {
 pub enum Reach {
     /// `kill/2`: the child, and its group with `kill_group`.
     Kill,
-    /// A stop step: as [`Reach::Kill`], and every other process of its cgroup.
+    /// A stop step: as [`Reach::Kill`], and with `kill_group` every other process of its cgroup.
     Stop,
     /// After the child's exit: what is left of the group it led, and of its cgroup.
     Drain,
@@ -145,7 +149,13 @@ impl Targets {
             group: None,
             kill_group: false,
             cgroup: None,
+            joiners: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether children of ours that joined its group are still alive.
+    pub fn has_joiners(&self) -> bool {
+        self.joiners.load(Ordering::Relaxed) > 0
     }
 
     /// The group it leads, as a signal target.
@@ -160,7 +170,7 @@ impl Targets {
     /// The group that `kill/2` and stops address, as a signal target.
     fn signalled_group(&self) -> Option<Target> {
         let group = self.group.as_ref().filter(|_| self.kill_group)?;
-        let leader = group.leader.as_ref().unwrap_or(&self.pidfd);
+        let leader = group.leader.as_ref().map_or(&self.pidfd, |l| &l.pidfd);
         Some(Target::Group {
             pgid: group.pgid,
             leader_pidfd: leader.as_raw_fd(),
@@ -176,6 +186,8 @@ impl Targets {
             pidfd: self.pidfd.as_raw_fd(),
         };
         let group = match reach {
+            // Siblings that joined the group are children of ours, not leftovers.
+            Reach::Drain if self.has_joiners() => None,
             Reach::Drain => self.led_group(),
             Reach::Kill | Reach::Stop => self.signalled_group(),
         };
@@ -192,7 +204,9 @@ impl Targets {
                 result = result.and(ignore_gone(send(own, signal)));
             }
         }
-        if let (Reach::Stop | Reach::Drain, Some(cgroup)) = (reach, self.cgroup.as_ref()) {
+        // A child stopped alone (`kill_group: false`) goes first; its leftovers are drained.
+        let whole_cgroup = reach == Reach::Drain || (reach == Reach::Stop && self.kill_group);
+        if let (true, Some(cgroup)) = (whole_cgroup, self.cgroup.as_ref()) {
             let skip_group = group.and(self.group.as_ref().map(|g| g.pgid));
             cgroup.signal_members(signal, self.pid, skip_group);
         }
@@ -290,6 +304,7 @@ mod tests {
             }),
             kill_group: true,
             cgroup: None,
+            joiners: AtomicUsize::new(0),
         };
         assert!(targets.remains(), "the background sleep lives on");
         targets.signal(libc::SIGKILL, Reach::Drain).unwrap();

@@ -187,6 +187,8 @@ struct Shared {
     busy_poll_us: AtomicU64,
     /// Where child cgroups are made, or why there are none.
     cgroups: Mutex<Result<PathBuf, String>>,
+    /// The cgroup tree this VM made last, reused when cgroups are configured again.
+    cgroup_tree: Mutex<Option<PathBuf>>,
     /// os_pids of exited children whose leftovers are still alive.
     draining: Mutex<BTreeMap<u32, usize>>,
 }
@@ -230,6 +232,7 @@ impl Reactor {
             read_chunk: AtomicUsize::new(READ_CHUNK),
             busy_poll_us: AtomicU64::new(0),
             cgroups: Mutex::new(Err("not configured yet".into())),
+            cgroup_tree: Mutex::new(None),
             draining: Mutex::new(BTreeMap::new()),
         });
         let mut event_loop = EventLoop::new(shared.clone(), receiver, options)?;
@@ -330,13 +333,28 @@ impl Reactor {
         mode: cgroup::Mode,
         base: Option<PathBuf>,
     ) -> Result<Option<PathBuf>, String> {
+        let mut made = self
+            .shared
+            .cgroup_tree
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let root = match mode {
             cgroup::Mode::Off => Err("disabled by configuration".to_string()),
             _ => base
                 .map(Ok)
                 .unwrap_or_else(cgroup::default_base)
-                .and_then(|base| Root::create(&base)),
+                .and_then(|base| match made.as_ref() {
+                    // Configured again (the application restarted): this VM's tree stays.
+                    Some(path) if path.parent() == Some(base.as_path()) => {
+                        Ok(Root::at(path.clone()))
+                    }
+                    _ => Root::create(&base),
+                }),
         };
+        if let Ok(root) = &root {
+            *made = Some(root.path.clone());
+        }
+        drop(made);
         let status = root.as_ref().map(|r| r.path.clone()).map_err(Clone::clone);
         if let (cgroup::Mode::Required, Err(reason)) = (&mode, &root) {
             return Err(reason.clone());
@@ -649,6 +667,8 @@ const KIND_BITS: u64 = 3;
 const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
 /// Largest write a caller makes straight to a child's stdin (bigger ones go through the loop).
 const DIRECT_WRITE_MAX: usize = 64 * 1024;
+/// Requests handled per wake-up before the loop looks at its other events again.
+const REQUEST_BATCH: usize = 32;
 /// Largest single read: big reads make big off-heap binaries, cheap to send.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -746,7 +766,12 @@ impl EventLoop {
                     timeout,
                 )
             };
-            for event in events.iter().take(n.max(0) as usize) {
+            let ready = &events[..n.max(0) as usize];
+            // A dead watchdog first: groups are unguarded until its successor runs.
+            if ready.iter().any(|e| e.u64 == WATCHDOG_EXIT_TOKEN) {
+                self.guarded(0, |this| this.dispatch(WATCHDOG_EXIT_TOKEN));
+            }
+            for event in ready.iter().filter(|e| e.u64 != WATCHDOG_EXIT_TOKEN) {
                 // Only pipe traffic starts a busy poll: that is where replies come back fast
                 // (not after a spawn or an exit, when it would only take a core from children).
                 let kind = event.u64 & KIND_MASK;
@@ -795,9 +820,15 @@ impl EventLoop {
                 if chunk != self.buffer.len() {
                     self.buffer = vec![0; chunk];
                 }
-                while let Ok(request) = self.receiver.try_recv() {
-                    self.handle(request);
+                // A bounded batch, so that exits and the watchdog are not kept waiting behind a
+                // flood of spawns; the rest wakes the loop again at once.
+                for _ in 0..REQUEST_BATCH {
+                    match self.receiver.try_recv() {
+                        Ok(request) => self.handle(request),
+                        Err(_) => return,
+                    }
                 }
+                sys::eventfd_signal(self.shared.wake.as_raw_fd());
             }
             WATCHDOG_EXIT_TOKEN => self.on_watchdog_exit(),
             WATCHDOG_STDIN_TOKEN => {
@@ -876,7 +907,7 @@ impl EventLoop {
             }
             Request::SetCgroups { root } => {
                 if let Some(root) = &root {
-                    let writable = self.watchdog.set_cgroup_root(root.path.clone());
+                    let writable = self.watchdog.add_cgroup_root(root.path.clone());
                     self.apply_writable(writable);
                 }
                 self.cgroups = root;
@@ -922,13 +953,10 @@ impl EventLoop {
         let group = match command.group {
             Group::Join(pgid) => match self.shared.registry.group_leader(pgid) {
                 // Only the group of a live child of ours: never the VM's, never a stranger's.
-                Some(leader) => match sys::duplicate(&leader.pidfd) {
-                    Ok(fd) => Some(guard::Group {
-                        pgid,
-                        leader: Some(fd),
-                    }),
-                    Err(errno) => return listener.spawned(Err(SpawnError::Os(errno))),
-                },
+                Some(leader) => Some(guard::Group {
+                    pgid,
+                    leader: Some(leader),
+                }),
                 None => return listener.spawned(Err(SpawnError::BadGroup)),
             },
             _ => None,
@@ -959,12 +987,16 @@ impl EventLoop {
             }),
             None => None,
         };
+        if let Some(leader) = group.as_ref().and_then(|g| g.leader.as_ref()) {
+            leader.joiners.fetch_add(1, Ordering::Relaxed);
+        }
         let targets = Targets {
             pid: spawned.pid,
             pidfd: spawned.pidfd,
             group,
             kill_group: command.kill_group,
             cgroup,
+            joiners: Default::default(),
         };
         let mut child = Child::new(targets, listener, command);
         for (fd, stream, kind, credit) in [
@@ -1462,6 +1494,9 @@ impl EventLoop {
                 _ => None,
             });
         self.unwatch(pidfd);
+        if let Some(leader) = targets.group.as_ref().and_then(|g| g.leader.as_ref()) {
+            leader.joiners.fetch_sub(1, Ordering::Relaxed);
+        }
         let Some(child) = self.children.get_mut(&id) else {
             return;
         };
@@ -1585,6 +1620,11 @@ impl EventLoop {
         }
         if !child.targets.remains() {
             return self.forget(id);
+        }
+        let sequence_done = child.stopping && child.next_step >= child.stop.len();
+        if sequence_done && !child.targets.has_joiners() && child.stop_deadline.is_none() {
+            // Its stop skipped the group while siblings of ours were in it: finish the job.
+            let _ = child.targets.signal(libc::SIGKILL, Reach::Drain);
         }
         if event {
             return;

@@ -13,8 +13,9 @@
 //! group id is never hit.
 //!
 //! The program is itself a child of the reactor, watched through its pidfd: if it dies, the
-//! reactor starts a new one at once and tells it everything again. Only a program that keeps
-//! dying young (a crash loop: it guards nothing anyway) is restarted less often. Writes never
+//! reactor starts a new one at once and tells it everything again, however often it is killed.
+//! Only a program that keeps dying young by itself (a crash loop: it guards nothing anyway) is
+//! restarted less often. Writes never
 //! block the reactor: what the socket does not take waits in `pending`.
 
 use crate::command::{Command, Input};
@@ -50,7 +51,8 @@ pub(crate) struct Watchdog {
     program: Option<Vec<u8>>,
     running: Option<Running>,
     pending: VecDeque<Record>,
-    cgroup_root: Option<PathBuf>,
+    /// Every cgroup tree this VM made (one, unless the base was reconfigured).
+    cgroup_roots: Vec<PathBuf>,
     young_deaths: u32,
     last_exit: Option<Instant>,
 }
@@ -70,7 +72,7 @@ impl Watchdog {
             program,
             running: None,
             pending: VecDeque::new(),
-            cgroup_root: None,
+            cgroup_roots: Vec::new(),
             young_deaths: 0,
             last_exit: None,
         }
@@ -146,10 +148,8 @@ impl Watchdog {
             started: Instant::now(),
         });
         self.pending.clear();
-        if let Some(root) = &self.cgroup_root {
-            let mut line = b"C".to_vec();
-            line.extend_from_slice(root.as_os_str().as_bytes());
-            self.pending.push_back(Record { line, fd: None });
+        for root in &self.cgroup_roots {
+            self.pending.push_back(root_record(root));
         }
         for (pgid, pidfd) in groups {
             self.pending.push_back(guard_record(pgid, pidfd));
@@ -160,12 +160,14 @@ impl Watchdog {
         }
     }
 
-    /// Tells the program (now and after every restart) where the child cgroups are.
-    pub fn set_cgroup_root(&mut self, root: PathBuf) -> Option<(RawFd, bool)> {
-        let mut line = b"C".to_vec();
-        line.extend_from_slice(root.as_os_str().as_bytes());
-        self.cgroup_root = Some(root);
-        self.send(Record { line, fd: None })
+    /// Tells the program (now and after every restart) of a tree of child cgroups.
+    pub fn add_cgroup_root(&mut self, root: PathBuf) -> Option<(RawFd, bool)> {
+        if self.cgroup_roots.contains(&root) {
+            return None;
+        }
+        let record = root_record(&root);
+        self.cgroup_roots.push(root);
+        self.send(record)
     }
 
     /// Guards group `pgid`, whose leader's pidfd is `leader`, from now on.
@@ -225,8 +227,12 @@ impl Watchdog {
         if let Some(running) = self.running.take() {
             unwatch(running.pidfd.as_raw_fd());
             unwatch(running.socket.as_raw_fd());
-            let _ = sys::reap(running.pid);
-            if running.started.elapsed() < YOUNG {
+            let killed = sys::reap(running.pid).is_ok_and(|(raw, _)| {
+                libc::WIFSIGNALED(raw) && libc::WTERMSIG(raw) == libc::SIGKILL
+            });
+            // Killed (by a user, the OOM killer): restart at once, however often. Only a program
+            // that dies young by itself is in a crash loop, and guards nothing anyway.
+            if !killed && running.started.elapsed() < YOUNG {
                 self.young_deaths += 1;
             } else {
                 self.young_deaths = 0;
@@ -236,6 +242,12 @@ impl Watchdog {
         self.pending.clear();
         true
     }
+}
+
+fn root_record(root: &std::path::Path) -> Record {
+    let mut line = b"C".to_vec();
+    line.extend_from_slice(root.as_os_str().as_bytes());
+    Record { line, fd: None }
 }
 
 fn guard_record(pgid: i32, leader: RawFd) -> Record {

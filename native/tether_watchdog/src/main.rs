@@ -28,7 +28,7 @@ const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 struct Guarded {
     /// Group id → a pidfd of its leader (when one came with the record).
     groups: BTreeMap<i32, Option<OwnedFd>>,
-    cgroup_root: Option<PathBuf>,
+    cgroup_roots: Vec<PathBuf>,
 }
 
 /// Never 0 or 1 (`kill(0)` is our own group, `kill(-1)` every process), never the VM.
@@ -43,7 +43,12 @@ fn apply(record: &[u8], fd: Option<OwnedFd>, vm: i32, guarded: &mut Guarded) {
     let text = text.trim_end_matches('\n');
     let (op, rest) = text.split_at(text.len().min(1));
     match op {
-        "C" if !rest.is_empty() => guarded.cgroup_root = Some(PathBuf::from(rest)),
+        "C" if rest.starts_with('/') => {
+            let root = PathBuf::from(rest);
+            if !guarded.cgroup_roots.contains(&root) {
+                guarded.cgroup_roots.push(root);
+            }
+        }
         "+" | "-" => {
             let Ok(pgid) = rest.parse::<i32>() else {
                 return;
@@ -75,7 +80,7 @@ fn pidfd_send_signal(pidfd: RawFd, signal: i32, flags: libc::c_uint) -> i64 {
 }
 
 fn kill_all(guarded: &Guarded, vm: i32) {
-    if let Some(root) = &guarded.cgroup_root {
+    for root in &guarded.cgroup_roots {
         // One write kills every process of every child cgroup, setsid daemons included.
         let _ = std::fs::write(root.join("cgroup.kill"), "1");
     }
@@ -94,26 +99,27 @@ fn kill_all(guarded: &Guarded, vm: i32) {
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
     }
-    if let Some(root) = &guarded.cgroup_root {
+    for root in &guarded.cgroup_roots {
         remove_tree(root);
     }
 }
 
-/// Removes the child cgroups and the root once they are empty (zombies do not count), for at
-/// most a second.
+/// Removes the tree once its processes are gone (zombies do not count), deepest cgroups first
+/// (children make their own, nested VMs make trees), trying for at most a second.
 fn remove_tree(root: &Path) {
     let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        if let Ok(children) = std::fs::read_dir(root) {
-            for child in children.flatten().filter(|c| c.path().is_dir()) {
-                let _ = std::fs::remove_dir(child.path());
-            }
-        }
-        if std::fs::remove_dir(root).is_ok() || Instant::now() > deadline {
-            return;
-        }
+    while remove_below(root).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn remove_below(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = remove_below(&entry.path());
+        }
+    }
+    std::fs::remove_dir(path)
 }
 
 /// Receives one record and the fd it carries. `None` at end of file (or a broken socket).
@@ -217,8 +223,8 @@ mod tests {
             vec![200]
         );
         assert_eq!(
-            guarded.cgroup_root,
-            Some(PathBuf::from("/sys/fs/cgroup/tether-1"))
+            guarded.cgroup_roots,
+            vec![PathBuf::from("/sys/fs/cgroup/tether-1")]
         );
     }
 }
