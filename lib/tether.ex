@@ -48,9 +48,9 @@ defmodule Tether do
       os_pid, data)` of arity 3 (run by the `Tether.Process`, in order), `:print` (each chunk
       to `Logger.info` with the os_pid), a path (truncated), `{path, [:append, {:mode,
       0o600}]}` (permission bits only: a mode above `0o777`, with setuid, setgid or sticky
-      bits, raises `ArgumentError`), `:null` (discard; the default), `:close` (fd closed), or the other stream:
-      `{:stderr, :stdout}` sends stderr where stdout goes, interleaved exactly as written
-      (`{:stdout, :stderr}` the reverse).
+      bits, raises `ArgumentError`), `:null` (discard; the default), `:close` (fd closed), or
+      the other stream: `{:stderr, :stdout}` sends stderr where stdout goes, interleaved
+      exactly as written (`{:stdout, :stderr}` the reverse).
 
   Environment:
 
@@ -189,14 +189,18 @@ defmodule Tether do
 
   | call | result | why |
   |---|---|---|
-  | any call that would spawn (`run/2`, `:sync`, `cmd/3`, `stream/2`, `manage/2`) after `Application.stop(:tether)` | `{:error, :not_started}` (`cmd/3` raises `ErlangError` with it, a stream raises `Tether.Stream.ExitError`) | no supervisor, no records: the process could not be watched |
-  | `run/2` with `{:group, pgid}` not led by a live child of Tether | `{:error, :bad_group}` | joining another group (the VM's, a shell's) would let `stop/1` signal it |
-  | `manage(1)` | `{:error, :init_process}` | pid 1; with `kill_group` that is `kill(-1)`, every process |
-  | `manage/2` of the VM, its `erl_child_setup` or the watchdog | `{:error, :vm_process}` | stopping it kills the VM |
-  | `manage/2` of an ancestor of the VM | `{:error, :vm_ancestor}` | stopping it takes the VM down with it |
-  | `manage/2` of an os_pid Tether already runs | `{:error, :already_managed}` | it has its `Tether.Process` already |
-  | `manage/2` with `kill_group: true` of a process that leads no group | `{:error, :not_group_leader}` | its group belongs to another process |
-  | `manage/2` with `kill_group: true` of the leader of the VM's group | `{:error, :vm_group}` | the VM is in that group |
+  | spawning after `Application.stop(:tether)` | `{:error, :not_started}` | nothing could watch it |
+  | `run/2` with `{:group, pgid}` no live child leads | `{:error, :bad_group}` | `stop/1` would signal it |
+  | `manage(1)` | `{:error, :init_process}` | with `kill_group`: `kill(-1)` |
+  | the VM, its `erl_child_setup`, the watchdog | `{:error, :vm_process}` | stopping it kills the VM |
+  | an ancestor of the VM | `{:error, :vm_ancestor}` | the VM would go with it |
+  | an os_pid Tether already runs | `{:error, :already_managed}` | it has its `Tether.Process` |
+  | `kill_group: true`, a process leading no group | `{:error, :not_group_leader}` | the group is not its own |
+  | `kill_group: true`, the VM's group leader | `{:error, :vm_group}` | the VM is in that group |
+
+  The `manage/2` rows are `manage/2`'s answers (see it). After `Application.stop(:tether)`,
+  `run/2` (also `:sync`, `run_link/2`) and `manage/2` return `{:error, :not_started}`, `cmd/3`
+  raises `ErlangError` with it, and a stream raises `Tether.Stream.ExitError` with it.
 
   Bad arguments to any function of this module (a wrong type, an improper list, an unknown
   option or stream) raise `ArgumentError` naming the argument or option.

@@ -85,14 +85,15 @@ defmodule Tether.Daemon do
   end
 
   # The daemon lives by the :DOWN of its process: options that would withhold it (:sync
-  # returns a result instead, `monitor: false`) are its own to set.
+  # returns a result instead, `monitor: false`, a passive `:active` stream that the daemon
+  # never activates, so that the :DOWN waits for output forever) are its own to set.
   defp run_options!(run) do
     proper_list?(run) or bad!(:run, run)
 
     Enum.each(run, fn option ->
       key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
 
-      key not in [:sync, :monitor] or
+      key not in [:sync, :monitor, :active] or
         raise ArgumentError, "option #{inspect(key)} in :run is set by Tether.Daemon"
     end)
   end

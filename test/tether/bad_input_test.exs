@@ -215,6 +215,7 @@ defmodule Tether.BadInputTest do
             {[cmd: ["true"], run: [node: self()]], ~r/:node option/},
             {[cmd: ["true"], run: [:sync]], ~r/:sync in :run/},
             {[cmd: ["true"], run: [monitor: false]], ~r/:monitor in :run/},
+            {[cmd: ["true"], run: [active: :once]], ~r/:active in :run/},
             {[cmd: ["true"], run: [colour: 1]], ~r/unknown option :colour/},
             {[cmd: ["true"], log_level: :loud], ~r/:log_level option/},
             {[cmd: ["true"], restart: :sometimes], ~r/:restart option/},

@@ -479,6 +479,12 @@ defmodule Tether.FuzzTest do
     assert wait_until(fn -> Tether.which_processes() -- context.os_pids == [] end, 20_000),
            "still running: #{inspect(Tether.which_processes() -- context.os_pids)} (#{replay})"
 
+    # And nothing is counted that does not run: a child stuck draining output that no one
+    # will take (a Tether.Daemon with a passive stream did) holds a max_children slot forever.
+    assert wait_until(fn -> Tether.info().live == length(Tether.which_processes()) end, 20_000),
+           "counted but not running: #{Tether.info().live} live, " <>
+             "#{length(Tether.which_processes())} running (#{replay})"
+
     flush_mailbox()
     seed
   end
