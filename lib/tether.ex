@@ -89,8 +89,10 @@ defmodule Tether do
       group's other members, everything in its cgroup) when it exits on its own. `:stop` (the
       default): it is stopped with the process's own stop sequence (SIGTERM, `:kill_timeout`,
       SIGKILL) right after the `:DOWN`. `:keep`: it runs on while the owner lives, and is
-      stopped when the owner dies or the application stops (and killed with the VM).
-      `info/1` shows `background_jobs: :running` until it is gone.
+      stopped when the owner dies, the application stops or `stop/1` is called with the
+      process's os_pid (and killed with the VM). `info/1` shows `background_jobs: :running`
+      until it is gone. Children of Tether that joined the group (`{:group, pgid}`) are not
+      leftovers: the group is signalled only once they are gone.
     * `{:cgroup_limits, [memory_max: bytes, pids_max: n, cpu_max: {quota_us, period_us}]}` -
       limits for the process's own cgroup (cgroup v2 `memory.max`, `pids.max`, `cpu.max`).
       Where cgroups are off, or the hierarchy does not enable that controller, `run/2`

@@ -127,7 +127,9 @@ defmodule Tether.Config do
   defp valid?(:read_chunk, n), do: is_integer(n) and n >= 1024 and n <= 16 * 1024 * 1024
   defp valid?(:busy_poll_us, n), do: is_integer(n) and n >= 0 and n <= 10_000
   defp valid?(:cgroups, mode), do: mode in [:auto, true, false]
-  defp valid?(:cgroup_root, path), do: is_nil(path) or is_binary(path)
+
+  defp valid?(:cgroup_root, path),
+    do: is_nil(path) or (is_binary(path) and Path.type(path) == :absolute)
 
   defp message(key, value) do
     accepted =
@@ -140,7 +142,7 @@ defmodule Tether.Config do
         :read_chunk -> "bytes from 1024 to 16777216"
         :busy_poll_us -> "microseconds from 0 to 10000"
         :cgroups -> ":auto, true or false"
-        :cgroup_root -> "nil or the path of a cgroup2 directory"
+        :cgroup_root -> "nil or the absolute path of a cgroup2 directory"
       end
 
     "invalid value for config :tether, #{inspect(key)}: #{inspect(value)} (expected #{accepted})"

@@ -142,6 +142,43 @@ defmodule Tether.ContainmentTest do
     assert wait_until(fn -> Tether.info(os_pid).background_jobs == :none end)
   end
 
+  test "stop/1 of an exited child stops the background jobs it keeps" do
+    {os_pid, escapee} = start_escape(@escapes[:setsid], false, background_jobs: :keep)
+    assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000
+    assert alive?(escapee)
+    assert Tether.stop(os_pid) == :ok
+    assert wait_gone(escapee) == []
+    assert wait_until(fn -> Tether.stop(os_pid) == {:error, :no_process} end)
+  end
+
+  test "a sibling that joined the group is not the leader's leftover" do
+    {:ok, _, leader} =
+      Tether.run("sleep 1000 >/dev/null & echo $!; read x; exit 0", [:stdin, :stdout, :monitor])
+
+    job = String.to_integer(first_line(leader))
+    {:ok, _, sibling} = Tether.run(["sleep", "1000"], [:monitor, group: leader])
+    # The leader exits on its own: its background job is stopped, the sibling lives on.
+    :ok = Tether.send(leader, :eof)
+    assert_receive {:DOWN, ^leader, :process, _, :normal}, 5000
+    assert wait_gone(job) == []
+    assert alive?(sibling)
+    assert Tether.stop(sibling) == :ok
+    assert_receive {:DOWN, ^sibling, :process, _, {:signal, :sigterm, false}}, 5000
+  end
+
+  test "a cgroup_root that is not cgroup v2, or not absolute, is refused" do
+    assert {:error, reason} = Tether.Native.configure_cgroups(:required, "/tmp")
+    assert reason =~ "not a cgroup2 directory"
+
+    if File.dir?("/sys/fs/cgroup/freezer") do
+      assert {:error, _} = Tether.Native.configure_cgroups(:required, "/sys/fs/cgroup/freezer")
+    end
+
+    assert {:ok, nil} = Tether.Native.configure_cgroups(:auto, "relative/dir")
+  after
+    with_cgroups(:on)
+  end
+
   test "a group changer is stopped like anyone else: stop/1 ends in a :DOWN" do
     # The child itself moves into the VM's process group.
     command = [
@@ -250,7 +287,7 @@ defmodule Tether.ContainmentTest do
     end
   end
 
-  test "the watchdog killed twice in a row, then the VM SIGKILLed: nothing is left" do
+  test "the watchdog killed eight times in a row, then the VM SIGKILLed: nothing is left" do
     action = """
     kill_watchdog = fn old ->
       System.cmd("kill", ["-9", Integer.to_string(old)])
@@ -260,15 +297,15 @@ defmodule Tether.ContainmentTest do
       end end
       wait.(wait)
     end
+    # Eight times in a row: a killed watchdog is never throttled.
     first = Tether.Native.watchdog_os_pid()
-    second = kill_watchdog.(first)
-    third = kill_watchdog.(second)
-    IO.puts("WATCHDOGS \#{first} \#{second} \#{third}")
+    last = Enum.reduce(1..8, first, fn _, old -> kill_watchdog.(old) end)
+    IO.puts("WATCHDOGS \#{first} \#{last}")
     """
 
     {vm, report} = run_vm(vm_scenario(true, action))
     on_exit(fn -> kill_leftovers(report["ESCAPEES"]) end)
-    [_, _, third] = report["WATCHDOGS"]
+    [_, third] = report["WATCHDOGS"]
     System.cmd("kill", ["-9", "#{vm}"])
     assert_receive {:DOWN, ^vm, :process, _, {:signal, :sigkill, false}}, 5000
     assert wait_gone(report["ESCAPEES"] ++ [third]) == []

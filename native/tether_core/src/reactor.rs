@@ -190,7 +190,8 @@ struct Shared {
     /// The cgroup tree this VM made last, reused when cgroups are configured again.
     cgroup_tree: Mutex<Option<PathBuf>>,
     /// os_pids of exited children whose leftovers are still alive.
-    draining: Mutex<BTreeMap<u32, usize>>,
+    /// os_pid → ids (a number may be reused while an old tree still drains).
+    draining: Mutex<BTreeMap<u32, Vec<u64>>>,
 }
 
 /// Defaults of the runtime limits (`Reactor::configure`).
@@ -307,9 +308,25 @@ impl Reactor {
     }
 
     /// Like [`Reactor::stop`], by os_pid. A first step that is a signal is sent from the
-    /// calling thread: stopping many children then does not queue up behind the loop.
+    /// calling thread: stopping many children then does not queue up behind the loop. For a
+    /// child that has exited while what it started is kept (`keep_background`), stops that.
     pub fn stop_os_pid(&self, os_pid: u32) -> Result<(), NoProcess> {
-        if let Some((id, first_step_done)) = self.shared.registry.begin_stop(os_pid)? {
+        let started = match self.shared.registry.begin_stop(os_pid) {
+            Err(NoProcess) => {
+                let draining = self
+                    .shared
+                    .draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let ids = draining.get(&os_pid).ok_or(NoProcess)?;
+                for &id in ids {
+                    self.stop_left_behind(id);
+                }
+                return Ok(());
+            }
+            started => started?,
+        };
+        if let Some((id, first_step_done)) = started {
             self.send(Request::Stop {
                 id,
                 first_step_done,
@@ -1546,8 +1563,8 @@ impl EventLoop {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(os_pid)
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
+                .or_default()
+                .push(id);
         }
         if let Some(child) = self.children.get_mut(&id) {
             child.listener.exited(os_pid, status, usage, counters);
@@ -1647,9 +1664,9 @@ impl EventLoop {
                 .draining
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = draining.get_mut(&child.os_pid) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(ids) = draining.get_mut(&child.os_pid) {
+                ids.retain(|&other| other != id);
+                if ids.is_empty() {
                     draining.remove(&child.os_pid);
                 }
             }
