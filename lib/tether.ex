@@ -41,6 +41,10 @@ defmodule Tether do
     * `:stdin` - a pipe to write with `send/2`; `send(os_pid, :eof)` closes it.
     * `{:stdin, :null | :close | path}` - `/dev/null` (the default), a closed fd 0, or a file.
 
+  Files named in `:stdin`, `:stdout` and `:stderr` are opened by the child itself, as its user
+  (see `:user`), before `:cd` applies; a file it cannot open is reported by `run/2` as an
+  exec error is: `{:error, :enoent}`, `{:error, :eacces}`…
+
   Output (`:stdout` and `:stderr` alike):
 
     * `:stdout`, `:stderr` - send the stream to the caller.
@@ -59,6 +63,10 @@ defmodule Tether do
     * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
     * `{:user, name}` - run as that user (its uid, gid and supplementary groups). Needs root;
       otherwise `run/2` returns `{:error, :eperm}` (`{:error, :unknown_user}` for no such user).
+      As `runuser` does, `HOME`, `SHELL`, `USER` and `LOGNAME` come from the user's passwd
+      entry; `:env` changes apply after them (it may set or unset them, and `:clear` clears
+      them too). Its `:stdin`/`:stdout`/`:stderr` files are opened with the user's rights
+      (`{:error, :eacces}` where the user may not), and the files it creates are the user's.
     * `{:nice, n}` - the scheduling priority, -20..19.
     * `{:rlimit, [nofile: 1024, as: bytes, cpu: seconds, core: 0]}` - resource limits, each a
       number (soft = hard), `{soft, hard}` or `:infinity`.
