@@ -84,8 +84,13 @@ defmodule Tether do
     * `{:group, 0 | pgid | :inherit}` - the child leads a new group (`0`, the default), joins
       group `pgid`, or stays in the VM's group (then only the child is ever signalled).
     * `{:idle_timeout, ms}` - stop the process once it has written no output for `ms`.
-    * `{:max_output, bytes}` - stop the process once it has written more than `bytes` to the
-      streams Tether reads (those sent to a pid, a fun or `:print`).
+    * `{:max_output, bytes}` - deliver exactly the first `bytes` bytes of output (both of the
+      streams Tether reads, those sent to a pid, a fun or `:print`, counted together) and stop
+      the process once it has written more: nothing after those bytes is delivered. The
+      `:DOWN` reason is then that of the stop, `{:signal, :sigterm, false}` by default
+      (`{:signal, :sigkill, false}` for a process that ignores SIGTERM for `:kill_timeout`),
+      or the process's own if it had already exited. `info/1` shows `output_capped: true`
+      after the exit. A process that writes exactly `bytes` is not stopped.
     * `{:detach, true}` - let the process outlive its owner and the VM on purpose: it is not
       stopped when its owner dies or its `Tether.Process` goes, not stopped when the `:tether`
       application stops, not killed when the VM dies. `stop/1` and `kill/2` still work while the
@@ -341,7 +346,8 @@ defmodule Tether do
   `:status` (`:running`, `:stopping`, `:stopped`, or `{:exited, reason}`), the bytes read per
   stream and written to stdin (`:stdout_bytes`, `:stderr_bytes`, `:stdin_bytes`), and after the
   exit its resource usage as `wait4` reports it: `:user_time_us`, `:system_time_us`,
-  `:max_rss` (bytes), with `:exited_at`.
+  `:max_rss` (bytes), with `:exited_at`, and `:output_capped` (whether `:max_output` cut the
+  output off).
 
       iex> {:ok, pid, os_pid} = Tether.run(["echo", "hi"], [:monitor, :stdout])
       iex> receive do {:DOWN, ^os_pid, _, _, _} -> :ok end

@@ -169,4 +169,47 @@ defmodule Tether.UserRightsTest do
       assert IO.iodata_to_binary(out) == "#{home}|#{user}|#{logname}|#{shell}|#{path}\n"
     end
   end
+
+  describe "{:max_output, n}" do
+    test "delivers exactly the first n bytes, then stops the process; info shows the cap" do
+      n = 1_000_000
+      {:ok, _, os_pid} = Tether.run(["yes"], [:monitor, :stdout, max_output: n])
+      assert {out, "", {:signal, :sigterm, false}} = collect(os_pid)
+      assert byte_size(out) == n
+      assert out == :binary.copy("y\n", div(n, 2))
+      info = Tether.info(os_pid)
+      assert {info.stdout_bytes, info.output_capped} == {n, true}
+    end
+
+    test "counts both streams together" do
+      n = 300_001
+
+      {:ok, _, os_pid} =
+        Tether.run("yes | tee /dev/stderr", [:monitor, :stdout, :stderr, max_output: n])
+
+      assert {out, err, {:signal, :sigterm, false}} = collect(os_pid)
+      assert byte_size(out) + byte_size(err) == n
+      info = Tether.info(os_pid)
+      assert {info.stdout_bytes + info.stderr_bytes, info.output_capped} == {n, true}
+    end
+
+    test "a process that writes no more than n is not stopped" do
+      {:ok, _, os_pid} =
+        Tether.run(["head", "-c", "1000", "/dev/zero"], [:monitor, :stdout, max_output: 1000])
+
+      assert {out, "", :normal} = collect(os_pid)
+      assert byte_size(out) == 1000
+      assert Tether.info(os_pid).output_capped == false
+    end
+
+    test "a stopped process that ignores SIGTERM is killed after kill_timeout, with n bytes" do
+      script = "trap '' TERM; yes"
+
+      {:ok, _, os_pid} =
+        Tether.run(["sh", "-c", script], [:monitor, :stdout, max_output: 4096, kill_timeout: 1])
+
+      assert {out, "", {:signal, :sigkill, false}} = collect(os_pid)
+      assert byte_size(out) == 4096
+    end
+  end
 end

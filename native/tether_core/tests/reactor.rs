@@ -398,13 +398,76 @@ fn idle_timeout_and_max_output_stop_the_child() {
         })
     );
     assert!(started.elapsed() >= Duration::from_millis(190));
+}
 
+/// Output until the exit event, and the exit's status and counters.
+fn finish_counted(
+    rx: &Receiver<Event>,
+) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>, tether_core::Counters) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match rx.recv_timeout(WAIT).expect("event") {
+            Event::Output(Stream::Stdout, data) => out.extend(data),
+            Event::Output(Stream::Stderr, data) => err.extend(data),
+            Event::Exited(status, _, counters) => return (out, err, status, counters),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn max_output_delivers_exactly_its_bytes_then_stops_the_child() {
+    let sigterm = Some(ExitStatus::Signaled {
+        signal: 15,
+        core_dumped: false,
+    });
+    // An odd cap, on both streams at once.
+    let mut command = sh("yes | tee /dev/stderr");
+    command.max_output = Some((1 << 20) + 1);
+    let (result, rx) = start(command);
+    result.unwrap();
+    let (out, err, status, counters) = finish_counted(&rx);
+    assert_eq!(out.len() + err.len(), (1 << 20) + 1);
+    assert_eq!(status, sigterm);
+    assert_eq!(
+        (counters.stdout_bytes, counters.stderr_bytes),
+        (out.len() as u64, err.len() as u64)
+    );
+    assert!(counters.output_capped);
+
+    // A cap smaller than one read.
     let mut command = Command::new(["yes"]);
     command.stdout = Output::Pipe;
-    command.max_output = Some(1 << 20);
-    let (out, _, status) = run(command);
-    assert!(out.len() > 1 << 20);
-    assert!(matches!(status, Some(ExitStatus::Signaled { .. })));
+    command.max_output = Some(5);
+    let (result, rx) = start(command);
+    result.unwrap();
+    let (out, _, status, counters) = finish_counted(&rx);
+    assert_eq!(out, b"y\ny\ny");
+    assert_eq!(status, sigterm);
+    assert!(counters.output_capped);
+
+    // Exactly the cap, then an exit of its own: not capped, not stopped.
+    let mut command = sh("printf 12345");
+    command.max_output = Some(5);
+    let (result, rx) = start(command);
+    result.unwrap();
+    let (out, _, status, counters) = finish_counted(&rx);
+    assert_eq!(out, b"12345");
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+    assert!(!counters.output_capped);
+
+    // More than the cap, and gone before it is read: capped, with its own exit status.
+    let mut command = sh("printf 1234567; exit 3");
+    command.max_output = Some(5);
+    command.stdout_credit = Some(0);
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    assert!(gone(&os_pid.to_string()));
+    reactor().activate(os_pid, None, None).unwrap();
+    let (out, _, status, counters) = finish_counted(&rx);
+    assert_eq!(out, b"12345");
+    assert_eq!(status, Some(ExitStatus::Exited(3)));
+    assert!(counters.output_capped);
 }
 
 #[test]
