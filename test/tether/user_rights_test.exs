@@ -212,4 +212,78 @@ defmodule Tether.UserRightsTest do
       assert byte_size(out) == 4096
     end
   end
+
+  describe "{:kill, command}" do
+    defp survivors(pids) do
+      for pid <- pids, into: "" do
+        {stat, cgroup} = {File.read("/proc/#{pid}/stat"), File.read("/proc/#{pid}/cgroup")}
+        "survivor #{pid}: #{inspect(stat)} #{inspect(cgroup)}\n"
+      end
+    end
+
+    # A number of seconds no other test VM uses, to find the kill command by.
+    defp unique_seconds, do: "#{System.pid()}#{System.unique_integer([:positive])}"
+
+    # The live kill commands `sleep <marker>` (the shell, or the sleep it runs).
+    defp processes_with(marker) do
+      commands = ["/bin/sh\0-c\0sleep #{marker}\0", "sleep\0#{marker}\0"]
+
+      for entry <- File.ls!("/proc"),
+          String.match?(entry, ~r/^\d+$/),
+          {:ok, cmdline} <- [File.read("/proc/#{entry}/cmdline")],
+          cmdline in commands,
+          pid = String.to_integer(entry),
+          alive?(pid),
+          do: pid
+    end
+
+    test "a kill command that hangs is gone with the child, within kill_timeout" do
+      marker = unique_seconds()
+
+      {:ok, _, os_pid} =
+        Tether.run([script("ignore_term.sh")], [
+          :monitor,
+          :stdout,
+          kill: "sleep #{marker}",
+          kill_timeout: 1
+        ])
+
+      assert first_line(os_pid) == "ready"
+      :ok = Tether.stop(os_pid)
+      assert wait_until(fn -> processes_with(marker) != [] end)
+      helpers = processes_with(marker)
+      stopped_at = System.monotonic_time(:millisecond)
+      assert_receive {:DOWN, ^os_pid, :process, _, {:signal, :sigkill, false}}, 5000
+      down_after = System.monotonic_time(:millisecond) - stopped_at
+      assert down_after <= 1500, "the :DOWN took #{down_after} ms"
+      assert wait_gone(helpers, 1000) == []
+      assert processes_with(marker) == []
+    end
+
+    @tag timeout: 120_000
+    test "a kill command that hangs never outlives the VM" do
+      marker = unique_seconds()
+
+      code = """
+      {:ok, _} = Application.ensure_all_started(:tether)
+      {:ok, _, os_pid} = Tether.run([#{inspect(script("ignore_term.sh"))}],
+        [:stdout, kill: "sleep #{marker}", kill_timeout: 600])
+      receive do {:stdout, ^os_pid, "ready\\n"} -> :ok end
+      :ok = Tether.stop(os_pid)
+      IO.puts("STOPPED")
+      Process.sleep(:infinity)
+      """
+
+      ebin = Path.join(:code.lib_dir(:tether), "ebin")
+      {:ok, _, vm} = Tether.run(["elixir", "-pa", ebin, "-e", code], [:stdout, :monitor])
+      assert_receive {:stdout, ^vm, "STOPPED\n"}, 60_000
+      assert wait_until(fn -> processes_with(marker) != [] end)
+      helpers = processes_with(marker)
+      :ok = Tether.kill(vm, :sigkill)
+      assert_receive {:DOWN, ^vm, :process, _, {:signal, :sigkill, false}}, 5000
+      left = wait_gone(helpers, 1000)
+      # On failure, what is left and where: the group and cgroup the watchdog had to reach.
+      assert left == [], survivors(left)
+    end
+  end
 end
