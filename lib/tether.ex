@@ -41,6 +41,10 @@ defmodule Tether do
     * `:stdin` - a pipe to write with `send/2`; `send(os_pid, :eof)` closes it.
     * `{:stdin, :null | :close | path}` - `/dev/null` (the default), a closed fd 0, or a file.
 
+  Files named in `:stdin`, `:stdout` and `:stderr` are opened by the child itself, as its user
+  (see `:user`), before `:cd` applies; a file it cannot open is reported by `run/2` as an
+  exec error is: `{:error, :enoent}`, `{:error, :eacces}`…
+
   Output (`:stdout` and `:stderr` alike):
 
     * `:stdout`, `:stderr` - send the stream to the caller.
@@ -61,6 +65,10 @@ defmodule Tether do
     * `{:executable, path}` - the program to execute, when `argv[0]` should be something else.
     * `{:user, name}` - run as that user (its uid, gid and supplementary groups). Needs root;
       otherwise `run/2` returns `{:error, :eperm}` (`{:error, :unknown_user}` for no such user).
+      As `runuser` does, `HOME`, `SHELL`, `USER` and `LOGNAME` come from the user's passwd
+      entry; `:env` changes apply after them (it may set or unset them, and `:clear` clears
+      them too). Its `:stdin`/`:stdout`/`:stderr` files are opened with the user's rights
+      (`{:error, :eacces}` where the user may not), and the files it creates are the user's.
     * `{:nice, n}` - the scheduling priority, -20..19.
     * `{:rlimit, [nofile: 1024, as: bytes, cpu: seconds, core: 0]}` - resource limits, each a
       number (soft = hard), `{soft, hard}` or `:infinity`.
@@ -83,8 +91,13 @@ defmodule Tether do
       `{:error, :bad_group}` and nothing is spawned; a `pgid` that is not an integer above 1
       raises `ArgumentError`.
     * `{:idle_timeout, ms}` - stop the process once it has written no output for `ms`.
-    * `{:max_output, bytes}` - stop the process once it has written more than `bytes` to the
-      streams Tether reads (those sent to a pid, a fun or `:print`).
+    * `{:max_output, bytes}` - deliver exactly the first `bytes` bytes of output (both of the
+      streams Tether reads, those sent to a pid, a fun or `:print`, counted together) and stop
+      the process once it has written more: nothing after those bytes is delivered. The
+      `:DOWN` reason is then that of the stop, `{:signal, :sigterm, false}` by default
+      (`{:signal, :sigkill, false}` for a process that ignores SIGTERM for `:kill_timeout`),
+      or the process's own if it had already exited. `info/1` shows `output_capped: true`
+      after the exit. A process that writes exactly `bytes` is not stopped.
     * `{:background_jobs, :stop | :keep}` - what happens to what the process started (its
       group's other members, everything in its cgroup) when it exits on its own. `:stop` (the
       default): it is stopped with the process's own stop sequence (SIGTERM, `:kill_timeout`,
@@ -395,7 +408,8 @@ defmodule Tether do
   `:status` (`:running`, `:stopping`, `:stopped`, or `{:exited, reason}`), the bytes read per
   stream and written to stdin (`:stdout_bytes`, `:stderr_bytes`, `:stdin_bytes`), and after the
   exit its resource usage as `wait4` reports it: `:user_time_us`, `:system_time_us`,
-  `:max_rss` (bytes), with `:exited_at`.
+  `:max_rss` (bytes), with `:exited_at`, and `:output_capped` (whether `:max_output` cut the
+  output off).
 
       iex> {:ok, pid, os_pid} = Tether.run(["echo", "hi"], [:monitor, :stdout])
       iex> receive do {:DOWN, ^os_pid, _, _, _} -> :ok end

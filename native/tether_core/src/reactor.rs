@@ -117,6 +117,22 @@ pub struct Counters {
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     pub stdin_bytes: u64,
+    /// The child wrote more than its `max_output`: the first `max_output` bytes were delivered,
+    /// nothing after them.
+    pub output_capped: bool,
+}
+
+/// How many bytes one read may take, at most `want`, so that a child with a `max_output` of
+/// `max` never has more than `max` bytes delivered when `delivered` already were (0: the cap is
+/// reached).
+pub(crate) fn output_allowance(want: usize, max: Option<u64>, delivered: u64) -> usize {
+    match max {
+        None => want,
+        Some(max) => {
+            let left = max.saturating_sub(delivered);
+            want.min(usize::try_from(left).unwrap_or(usize::MAX))
+        }
+    }
 }
 
 enum Request {
@@ -593,6 +609,9 @@ struct Child {
     idle_deadline: Option<Instant>,
     last_output: Instant,
     max_output: Option<u64>,
+    /// Once the output went over `max_output`: its pipes, no longer read but kept open until
+    /// it is reported (closing them would end it with SIGPIPE before its stop could).
+    muted: Vec<OwnedFd>,
     counters: Counters,
     /// Reaped, with its status; reported once every owed byte is delivered.
     exit: Option<(Option<ExitStatus>, Option<Usage>)>,
@@ -625,6 +644,7 @@ impl Child {
             idle_deadline: None,
             last_output: Instant::now(),
             max_output: None,
+            muted: Vec::new(),
             counters: Counters::default(),
             exit: None,
         }
@@ -1312,10 +1332,30 @@ impl EventLoop {
             return false;
         }
         let fd = pipe.fd.as_raw_fd();
+        let delivered = child.counters.stdout_bytes + child.counters.stderr_bytes;
+        let allowance = output_allowance(self.buffer.len(), child.max_output, delivered);
+        if allowance == 0 && pipe.owed != Some(0) {
+            // At the cap: one more byte, never delivered, tells whether the child wrote more
+            // than allowed (else this is the end of file).
+            match sys::read(fd, &mut self.buffer[..1]) {
+                Ok(1..) => {
+                    self.cap_output(id);
+                    return false;
+                }
+                Err(Errno::EAGAIN) => return false,
+                _ => {
+                    let pipe = child.pipes.swap_remove(index);
+                    if pipe.watching {
+                        epoll_remove(epoll, pipe.fd.as_raw_fd());
+                    }
+                    return false;
+                }
+            }
+        }
         // Read exactly what the pipe holds (after the exit: what is owed), so that a listener
         // can read straight into a buffer of the right size.
         let available = pipe.owed.unwrap_or_else(|| sys::bytes_available(fd));
-        let want = available.min(self.buffer.len());
+        let want = available.min(allowance);
         let mut read = |buffer: &mut [u8]| sys::read(fd, buffer);
         let result = if want > 0 {
             child
@@ -1325,7 +1365,7 @@ impl EventLoop {
             Ok(0)
         } else {
             // Nothing held: this read sees the end of file, or bytes that just arrived.
-            let n = read(&mut self.buffer);
+            let n = read(&mut self.buffer[..allowance]);
             if let Ok(n @ 1..) = n {
                 child
                     .listener
@@ -1412,8 +1452,23 @@ impl EventLoop {
             Stream::Stderr => child.counters.stderr_bytes += n as u64,
         }
         child.last_output = Instant::now();
-        let total = child.counters.stdout_bytes + child.counters.stderr_bytes;
-        if child.max_output.is_some_and(|max| total > max) {
+    }
+
+    /// The child wrote more than its `max_output`: nothing more is read or delivered, and it is
+    /// stopped (unless it has already exited).
+    fn cap_output(&mut self, id: u64) {
+        let epoll = self.epoll.as_raw_fd();
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        child.counters.output_capped = true;
+        for pipe in std::mem::take(&mut child.pipes) {
+            if pipe.watching {
+                epoll_remove(epoll, pipe.fd.as_raw_fd());
+            }
+            child.muted.push(pipe.fd);
+        }
+        if child.exit.is_none() {
             self.begin_stop(id, false, false);
         }
     }
@@ -1699,6 +1754,7 @@ impl EventLoop {
             return;
         };
         let stdin = child.stdin.take();
+        child.muted.clear();
         let stop = child.stop_deadline.take();
         let idle = child.idle_deadline.take();
         if let Some(stdin) = stdin {
@@ -1816,5 +1872,27 @@ fn usage_of(usage: &libc::rusage) -> Usage {
         max_rss: (usage.ru_maxrss.max(0) as u64) * 1024,
         tree_cpu_usec: None,
         tree_memory_peak: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_allowance;
+
+    #[test]
+    fn output_allowance_never_lets_more_than_the_cap_through() {
+        assert_eq!(output_allowance(1 << 20, None, u64::MAX), 1 << 20);
+        assert_eq!(output_allowance(1 << 20, Some(1_000_000), 0), 1_000_000);
+        assert_eq!(output_allowance(65536, Some(1_000_000), 983_040), 16_960);
+        assert_eq!(output_allowance(65536, Some(1_000_000), 999_999), 1);
+        assert_eq!(output_allowance(65536, Some(1_000_000), 1_000_000), 0);
+        assert_eq!(output_allowance(65536, Some(5), 7), 0);
+        assert_eq!(output_allowance(65536, Some(u64::MAX), 0), 65536);
+        // Reads of any size, summed, stop exactly at the cap.
+        let (mut delivered, max) = (0u64, 1_000_001u64);
+        for want in [4096, 1 << 20, 7, 65536].into_iter().cycle().take(100) {
+            delivered += output_allowance(want, Some(max), delivered) as u64;
+        }
+        assert_eq!(delivered, max);
     }
 }

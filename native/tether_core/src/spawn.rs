@@ -103,6 +103,26 @@ const CLOSE: RawFd = -1;
 const OTHER: RawFd = -2;
 /// The child keeps the VM's descriptor.
 const INHERIT: RawFd = -3;
+/// The child opens this standard descriptor's file itself (see [`ChildFile`]).
+const FILE: RawFd = -4;
+
+/// A file the child opens for one of its fds 0–2 once it runs as its user, so that the user's
+/// rights apply and what it creates is the user's.
+#[derive(Clone, Copy)]
+struct ChildFile {
+    /// Null unless the descriptor's target is [`FILE`].
+    path: *const libc::c_char,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+}
+
+impl ChildFile {
+    const NONE: ChildFile = ChildFile {
+        path: std::ptr::null(),
+        flags: 0,
+        mode: 0,
+    };
+}
 
 /// Everything the child reads, prepared before the clone.
 struct ChildContext {
@@ -110,8 +130,10 @@ struct ChildContext {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
-    /// Targets of fds 0, 1, 2: a descriptor, [`CLOSE`] or [`OTHER`].
+    /// Targets of fds 0, 1, 2: a descriptor, [`CLOSE`], [`OTHER`], [`INHERIT`] or [`FILE`].
     stdio: [RawFd; 3],
+    /// The files of the [`FILE`] targets.
+    files: [ChildFile; 3],
     /// With a pty: the slave, to become the controlling terminal of a new session.
     controlling_tty: RawFd,
     /// The `cgroup.procs` file of the child's cgroup, or null.
@@ -225,6 +247,26 @@ pub fn child_environment(changes: &[EnvChange]) -> Vec<(Vec<u8>, Vec<u8>)> {
     env
 }
 
+/// What a `user` child starts from, as `runuser` does: our environment with `HOME`, `SHELL`,
+/// `USER` and `LOGNAME` of the user's passwd entry, then the command's own `changes` (which may
+/// set, unset or clear them).
+pub fn user_environment_changes(user: &User, changes: &[EnvChange]) -> Vec<EnvChange> {
+    // An empty shell field means /bin/sh (passwd(5)).
+    let shell = if user.shell.is_empty() {
+        b"/bin/sh".to_vec()
+    } else {
+        user.shell.clone()
+    };
+    let mut all = vec![
+        EnvChange::Set(b"HOME".to_vec(), user.home.clone()),
+        EnvChange::Set(b"SHELL".to_vec(), shell),
+        EnvChange::Set(b"USER".to_vec(), user.name.clone()),
+        EnvChange::Set(b"LOGNAME".to_vec(), user.name.clone()),
+    ];
+    all.extend_from_slice(changes);
+    all
+}
+
 /// Where `execve` is tried, in order, as `execvp` does: the program itself when it names a path,
 /// else each `PATH` entry (the child's `PATH` when the command sets one, else ours).
 pub fn exec_candidates(program: &[u8], env: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
@@ -254,7 +296,7 @@ fn candidates(program: &[u8], path: Option<Vec<u8>>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn prepare(command: &Command) -> Result<Prepared, SpawnError> {
+fn prepare(command: &Command, user: Option<&User>) -> Result<Prepared, SpawnError> {
     if command.argv.is_empty() || command.program().is_empty() {
         return Err(SpawnError::InvalidCommand);
     }
@@ -264,11 +306,14 @@ fn prepare(command: &Command) -> Result<Prepared, SpawnError> {
     }
     let argc = strings.len();
     // The usual case, no changes, copies our environment in one pass.
-    let path = if command.env.is_empty() {
+    let path = if command.env.is_empty() && user.is_none() {
         own_environment(&mut strings)?;
         None
     } else {
-        let env = child_environment(&command.env);
+        let env = match user {
+            Some(user) => child_environment(&user_environment_changes(user, &command.env)),
+            None => child_environment(&command.env),
+        };
         for (name, value) in &env {
             if name.is_empty() || name.contains(&b'=') {
                 return Err(SpawnError::InvalidCommand);
@@ -295,23 +340,31 @@ fn prepare(command: &Command) -> Result<Prepared, SpawnError> {
 /// that only need to stay open until the clone returns.
 struct Stdio {
     targets: [RawFd; 3],
+    files: [ChildFile; 3],
+    /// The paths `files` point to.
+    _paths: Vec<CString>,
     controlling_tty: RawFd,
     ours: [Option<OwnedFd>; 3],
     terminal: Option<OwnedFd>,
     _child_ends: Vec<OwnedFd>,
 }
 
-fn open(path: &[u8], flags: libc::c_int, mode: u32) -> Result<OwnedFd, SpawnError> {
-    let path = cstring(path)?;
-    // SAFETY: `path` is NUL-terminated; the fd is owned just below.
-    let fd = sys::cvt(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
-    // SAFETY: a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
     let mut child_ends = Vec::new();
     let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    let mut files = [ChildFile::NONE; 3];
+    let mut paths = Vec::new();
+    // The child opens the file itself; the CString's heap buffer does not move when `paths` grows.
+    let mut file = |index: usize, path: &[u8], flags: libc::c_int, mode: u32| {
+        let path = cstring(path)?;
+        files[index] = ChildFile {
+            path: path.as_ptr(),
+            flags,
+            mode,
+        };
+        paths.push(path);
+        Ok::<RawFd, SpawnError>(FILE)
+    };
     let keep = |fd: OwnedFd, child_ends: &mut Vec<OwnedFd>| {
         let raw = fd.as_raw_fd();
         child_ends.push(fd);
@@ -324,7 +377,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
     let stdin = match &command.stdin {
         Input::Null => dev_null,
         Input::Close => CLOSE,
-        Input::File(path) => keep(open(path, libc::O_RDONLY, 0)?, &mut child_ends),
+        Input::File(path) => file(0, path, libc::O_RDONLY, 0)?,
         Input::Fd(fd) => *fd,
         Input::Pipe => match slave {
             Some(slave) => slave,
@@ -350,7 +403,7 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
                     } else {
                         libc::O_TRUNC
                     };
-                keep(open(path, flags, *mode)?, &mut child_ends)
+                file(index + 1, path, flags, *mode)?
             }
             Output::Pipe => match slave {
                 Some(slave) => slave,
@@ -377,6 +430,8 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
     }
     Ok(Stdio {
         targets: [stdin, outputs[0], outputs[1]],
+        files,
+        _paths: paths,
         controlling_tty: slave.unwrap_or(CLOSE),
         ours,
         terminal,
@@ -384,9 +439,34 @@ fn stdio(command: &Command, dev_null: RawFd) -> Result<Stdio, SpawnError> {
     })
 }
 
-/// uid, gid and supplementary groups of `name`, looked up before the clone (NSS is not
+/// The passwd entry of the user a child runs as, and its supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub groups: Vec<libc::gid_t>,
+    pub name: Vec<u8>,
+    pub home: Vec<u8>,
+    pub shell: Vec<u8>,
+}
+
+/// Bytes of a C string from a passwd entry (empty for null).
+///
+/// # Safety
+/// `field` is null or a NUL-terminated string.
+unsafe fn passwd_field(field: *const libc::c_char) -> Vec<u8> {
+    if field.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::ffi::CStr::from_ptr(field) }
+        .to_bytes()
+        .to_vec()
+}
+
+/// The passwd entry and supplementary groups of `name`, looked up before the clone (NSS is not
 /// async-signal-safe). Switching users needs root.
-fn lookup_user(name: &[u8]) -> Result<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>), SpawnError> {
+fn lookup_user(name: &[u8]) -> Result<User, SpawnError> {
     let cname = cstring(name)?;
     // SAFETY: passwd is plain data; zeroed is a valid value.
     let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -421,7 +501,22 @@ fn lookup_user(name: &[u8]) -> Result<(libc::uid_t, libc::gid_t, Vec<libc::gid_t
     if unsafe { libc::geteuid() } != 0 {
         return Err(SpawnError::Os(Errno::EPERM));
     }
-    Ok((passwd.pw_uid, passwd.pw_gid, groups))
+    // SAFETY: getpwnam_r succeeded: the fields are null or strings inside `buffer`, still alive.
+    let (name, home, shell) = unsafe {
+        (
+            passwd_field(passwd.pw_name),
+            passwd_field(passwd.pw_dir),
+            passwd_field(passwd.pw_shell),
+        )
+    };
+    Ok(User {
+        uid: passwd.pw_uid,
+        gid: passwd.pw_gid,
+        groups,
+        name,
+        home,
+        shell,
+    })
 }
 
 /// Starts `command`. `dev_null` is an open `/dev/null` for the streams that are not piped;
@@ -435,8 +530,8 @@ pub fn spawn(
     if sys::sigchld_ignored() {
         return Err(SpawnError::SigchldIgnored);
     }
-    let prepared = prepare(command)?;
     let user = command.user.as_deref().map(lookup_user).transpose()?;
+    let prepared = prepare(command, user.as_ref())?;
     let stdio = stdio(command, dev_null)?;
     let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = command
         .rlimits
@@ -464,6 +559,7 @@ pub fn spawn(
             .as_ref()
             .map_or(std::ptr::null(), |c| c.as_ptr()),
         stdio: stdio.targets,
+        files: stdio.files,
         controlling_tty: stdio.controlling_tty,
         cgroup_procs: cgroup_procs.map_or(std::ptr::null(), |p| p.as_ptr()),
         group,
@@ -473,11 +569,11 @@ pub fn spawn(
         nice: command.nice,
         rlimits: rlimits.as_ptr(),
         rlimit_count: rlimits.len(),
-        user: user.as_ref().map(|(uid, gid, _)| (*uid, *gid)),
+        user: user.as_ref().map(|u| (u.uid, u.gid)),
         groups: user
             .as_ref()
-            .map_or(std::ptr::null(), |(_, _, g)| g.as_ptr()),
-        group_count: user.as_ref().map_or(0, |(_, _, g)| g.len()),
+            .map_or(std::ptr::null(), |u| u.groups.as_ptr()),
+        group_count: user.as_ref().map_or(0, |u| u.groups.len()),
         error: AtomicI32::new(0),
     };
 
@@ -612,19 +708,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             check(libc::setpriority(libc::PRIO_PROCESS, 0, nice));
         }
 
-        // Standard descriptors: sources first, then the cross-redirected one.
+        // Standard descriptors: sources first; files once we are the user; then the
+        // cross-redirected one.
         for (to, from) in (0..3).zip(context.stdio) {
             if from == CLOSE {
                 libc::close(to);
             } else if from >= 0 {
                 check(libc::dup2(from, to));
             }
-        }
-        if context.stdio[1] == OTHER {
-            check(libc::dup2(2, 1));
-        }
-        if context.stdio[2] == OTHER {
-            check(libc::dup2(1, 2));
         }
         // Close-on-exec rather than close, so nothing is lost if exec fails.
         if libc::syscall(
@@ -641,6 +732,30 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             check(libc::setgroups(context.group_count, context.groups));
             check(libc::setgid(gid));
             check(libc::setuid(uid));
+        }
+        // Opened with the user's rights (before `chdir`: relative paths are the VM's, as
+        // always). `open` returns the lowest free descriptor: a standard one that is meant to
+        // stay closed, or one above 2; either way it is moved into place and closed.
+        for (to, file) in (0..3).zip(context.files) {
+            if file.path.is_null() {
+                continue;
+            }
+            let fd = libc::open(file.path, file.flags | libc::O_CLOEXEC, file.mode);
+            if fd < 0 {
+                fail(errno());
+            }
+            if fd == to {
+                check(libc::fcntl(fd, libc::F_SETFD, 0));
+            } else {
+                check(libc::dup2(fd, to));
+                libc::close(fd);
+            }
+        }
+        if context.stdio[1] == OTHER {
+            check(libc::dup2(2, 1));
+        }
+        if context.stdio[2] == OTHER {
+            check(libc::dup2(1, 2));
         }
         if !context.cwd.is_null() {
             check(libc::chdir(context.cwd));
@@ -698,11 +813,17 @@ mod tests {
                 argv,
                 ..Command::new(["x"])
             };
-            assert_eq!(prepare(&command).err(), Some(SpawnError::InvalidCommand));
+            assert_eq!(
+                prepare(&command, None).err(),
+                Some(SpawnError::InvalidCommand)
+            );
         }
         let mut command = Command::new(["true"]);
         command.env = vec![EnvChange::Set(b"A=B".to_vec(), b"1".to_vec())];
-        assert_eq!(prepare(&command).err(), Some(SpawnError::InvalidCommand));
+        assert_eq!(
+            prepare(&command, None).err(),
+            Some(SpawnError::InvalidCommand)
+        );
     }
 
     /// The strings of a null-terminated C array.
@@ -721,7 +842,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| [k, b"=".to_vec(), v].concat())
             .collect();
-        let prepared = prepare(&Command::new(["ls", "-l"])).unwrap();
+        let prepared = prepare(&Command::new(["ls", "-l"]), None).unwrap();
         assert_eq!(strings(&prepared.envp), ours);
         assert_eq!(
             strings(&prepared.argv),
@@ -736,12 +857,89 @@ mod tests {
             EnvChange::Clear,
             EnvChange::Set(b"PATH".to_vec(), b"/x:/y".to_vec()),
         ];
-        let prepared = prepare(&command).unwrap();
+        let prepared = prepare(&command, None).unwrap();
         assert_eq!(strings(&prepared.envp), vec![b"PATH=/x:/y".to_vec()]);
         assert_eq!(
             strings(&prepared.candidates),
             vec![b"/x/ls".to_vec(), b"/y/ls".to_vec()]
         );
+    }
+
+    fn nobody(shell: &[u8]) -> User {
+        User {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            name: b"nobody".to_vec(),
+            home: b"/nonexistent".to_vec(),
+            shell: shell.to_vec(),
+        }
+    }
+
+    fn value<'a>(env: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    #[test]
+    fn a_user_gets_home_shell_user_and_logname_from_passwd() {
+        let user = nobody(b"/usr/sbin/nologin");
+        let env = child_environment(&user_environment_changes(&user, &[]));
+        assert_eq!(value(&env, b"HOME"), Some(&b"/nonexistent"[..]));
+        assert_eq!(value(&env, b"SHELL"), Some(&b"/usr/sbin/nologin"[..]));
+        assert_eq!(value(&env, b"USER"), Some(&b"nobody"[..]));
+        assert_eq!(value(&env, b"LOGNAME"), Some(&b"nobody"[..]));
+        // The rest is ours.
+        let ours = child_environment(&[]);
+        let others = |env: &[(Vec<u8>, Vec<u8>)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let login: [&[u8]; 4] = [b"HOME", b"SHELL", b"USER", b"LOGNAME"];
+            env.iter()
+                .filter(|(k, _)| !login.contains(&k.as_slice()))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(others(&env), others(&ours));
+        // An empty shell field is /bin/sh.
+        let env = child_environment(&user_environment_changes(&nobody(b""), &[]));
+        assert_eq!(value(&env, b"SHELL"), Some(&b"/bin/sh"[..]));
+    }
+
+    #[test]
+    fn a_users_env_changes_win_over_passwd() {
+        let user = nobody(b"/bin/sh");
+        let changes = [
+            EnvChange::Set(b"HOME".to_vec(), b"/h".to_vec()),
+            EnvChange::Unset(b"SHELL".to_vec()),
+        ];
+        let env = child_environment(&user_environment_changes(&user, &changes));
+        assert_eq!(value(&env, b"HOME"), Some(&b"/h"[..]));
+        assert_eq!(value(&env, b"SHELL"), None);
+        assert_eq!(value(&env, b"USER"), Some(&b"nobody"[..]));
+
+        let changes = [
+            EnvChange::Clear,
+            EnvChange::Set(b"USER".to_vec(), b"u".to_vec()),
+        ];
+        let env = child_environment(&user_environment_changes(&user, &changes));
+        assert_eq!(env, vec![(b"USER".to_vec(), b"u".to_vec())]);
+    }
+
+    #[test]
+    fn a_users_environment_is_prepared_with_its_path_search() {
+        let user = nobody(b"/bin/sh");
+        let mut command = Command::new(["ls"]);
+        command.env = vec![
+            EnvChange::Clear,
+            EnvChange::Set(b"PATH".to_vec(), b"/x".to_vec()),
+        ];
+        let prepared = prepare(&command, Some(&user)).unwrap();
+        assert_eq!(strings(&prepared.envp), vec![b"PATH=/x".to_vec()]);
+        assert_eq!(strings(&prepared.candidates), vec![b"/x/ls".to_vec()]);
+        let prepared = prepare(&Command::new(["ls"]), Some(&user)).unwrap();
+        let envp = strings(&prepared.envp);
+        assert!(envp.contains(&b"HOME=/nonexistent".to_vec()));
+        assert!(envp.contains(&b"LOGNAME=nobody".to_vec()));
     }
 
     #[test]

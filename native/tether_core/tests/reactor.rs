@@ -14,7 +14,7 @@ enum Event {
     Spawned(Result<u32, SpawnError>),
     Output(Stream, Vec<u8>),
     Passive(Stream),
-    Exited(Option<ExitStatus>, Option<Usage>),
+    Exited(Option<ExitStatus>, Option<Usage>, tether_core::Counters),
 }
 
 struct Recorder(Sender<Event>);
@@ -34,9 +34,9 @@ impl Listener for Recorder {
         _os_pid: u32,
         status: Option<ExitStatus>,
         usage: Option<Usage>,
-        _counters: tether_core::Counters,
+        counters: tether_core::Counters,
     ) {
-        let _ = self.0.send(Event::Exited(status, usage));
+        let _ = self.0.send(Event::Exited(status, usage, counters));
     }
 }
 
@@ -70,7 +70,7 @@ fn finish(rx: &Receiver<Event>) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>) {
         match rx.recv_timeout(WAIT).expect("event") {
             Event::Output(Stream::Stdout, data) => out.extend(data),
             Event::Output(Stream::Stderr, data) => err.extend(data),
-            Event::Exited(status, _) => return (out, err, status),
+            Event::Exited(status, _, _) => return (out, err, status),
             Event::Passive(_) => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -398,13 +398,76 @@ fn idle_timeout_and_max_output_stop_the_child() {
         })
     );
     assert!(started.elapsed() >= Duration::from_millis(190));
+}
 
+/// Output until the exit event, and the exit's status and counters.
+fn finish_counted(
+    rx: &Receiver<Event>,
+) -> (Vec<u8>, Vec<u8>, Option<ExitStatus>, tether_core::Counters) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match rx.recv_timeout(WAIT).expect("event") {
+            Event::Output(Stream::Stdout, data) => out.extend(data),
+            Event::Output(Stream::Stderr, data) => err.extend(data),
+            Event::Exited(status, _, counters) => return (out, err, status, counters),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn max_output_delivers_exactly_its_bytes_then_stops_the_child() {
+    let sigterm = Some(ExitStatus::Signaled {
+        signal: 15,
+        core_dumped: false,
+    });
+    // An odd cap, on both streams at once.
+    let mut command = sh("yes | tee /dev/stderr");
+    command.max_output = Some((1 << 20) + 1);
+    let (result, rx) = start(command);
+    result.unwrap();
+    let (out, err, status, counters) = finish_counted(&rx);
+    assert_eq!(out.len() + err.len(), (1 << 20) + 1);
+    assert_eq!(status, sigterm);
+    assert_eq!(
+        (counters.stdout_bytes, counters.stderr_bytes),
+        (out.len() as u64, err.len() as u64)
+    );
+    assert!(counters.output_capped);
+
+    // A cap smaller than one read.
     let mut command = Command::new(["yes"]);
     command.stdout = Output::Pipe;
-    command.max_output = Some(1 << 20);
-    let (out, _, status) = run(command);
-    assert!(out.len() > 1 << 20);
-    assert!(matches!(status, Some(ExitStatus::Signaled { .. })));
+    command.max_output = Some(5);
+    let (result, rx) = start(command);
+    result.unwrap();
+    let (out, _, status, counters) = finish_counted(&rx);
+    assert_eq!(out, b"y\ny\ny");
+    assert_eq!(status, sigterm);
+    assert!(counters.output_capped);
+
+    // Exactly the cap, then an exit of its own: not capped, not stopped.
+    let mut command = sh("printf 12345");
+    command.max_output = Some(5);
+    let (result, rx) = start(command);
+    result.unwrap();
+    let (out, _, status, counters) = finish_counted(&rx);
+    assert_eq!(out, b"12345");
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+    assert!(!counters.output_capped);
+
+    // More than the cap, and gone before it is read: capped, with its own exit status.
+    let mut command = sh("printf 1234567; exit 3");
+    command.max_output = Some(5);
+    command.stdout_credit = Some(0);
+    let (result, rx) = start(command);
+    let os_pid = result.unwrap();
+    assert!(gone(&os_pid.to_string()));
+    reactor().activate(os_pid, None, None).unwrap();
+    let (out, _, status, counters) = finish_counted(&rx);
+    assert_eq!(out, b"12345");
+    assert_eq!(status, Some(ExitStatus::Exited(3)));
+    assert!(counters.output_capped);
 }
 
 #[test]
@@ -433,7 +496,7 @@ fn usage_is_reported() {
         Arc::new(()),
     );
     let usage = loop {
-        if let Event::Exited(_, usage) = rx.recv_timeout(WAIT).unwrap() {
+        if let Event::Exited(_, usage, _) = rx.recv_timeout(WAIT).unwrap() {
             break usage.unwrap();
         }
     };
@@ -516,4 +579,78 @@ fn stdin_flushed_is_told_when_the_queue_is_written_or_never_will_be() {
     let (os_pid, rx) = fed(&["sleep", "0.2"]);
     assert_eq!(flushed(os_pid).recv_timeout(WAIT), Ok(false));
     finish(&rx);
+}
+
+/// A fresh path under /tmp (world-writable, so that any user may create it there).
+fn tmp_path(tag: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::path::PathBuf::from(format!("/tmp/tether-core-{tag}-{}-{n}", std::process::id()))
+}
+
+fn output_file(path: &std::path::Path, append: bool) -> Output {
+    Output::File {
+        path: path.as_os_str().as_encoded_bytes().to_vec(),
+        append,
+        mode: 0o640,
+    }
+}
+
+#[test]
+fn the_child_opens_its_files_and_reports_their_errors() {
+    let mut command = Command::new(["true"]);
+    command.stdin = Input::File(b"/no/such/file".to_vec());
+    assert_eq!(
+        start(command).0,
+        Err(SpawnError::Os(tether_core::Errno::ENOENT))
+    );
+    let mut command = Command::new(["true"]);
+    command.stdout = output_file(std::path::Path::new("/no/such/dir/file"), false);
+    assert_eq!(
+        start(command).0,
+        Err(SpawnError::Os(tether_core::Errno::ENOENT))
+    );
+
+    // Fd 0 closed: the file opens as 0, then moves to 1, and 0 stays closed.
+    let path = tmp_path("closed-stdin");
+    let mut command = sh("for fd in 0 1 2 3; do [ -e /proc/$$/fd/$fd ] && echo $fd; done; true");
+    command.stdin = Input::Close;
+    command.stdout = output_file(&path, false);
+    command.stderr = Output::Other;
+    let (result, rx) = start(command);
+    result.unwrap();
+    assert_eq!(finish(&rx).2, Some(ExitStatus::Exited(0)));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n2\n");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_users_files_are_opened_with_its_rights() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let mut command = Command::new(["cat"]);
+    command.user = Some(b"nobody".to_vec());
+    command.stdin = Input::File(b"/etc/shadow".to_vec());
+    assert_eq!(
+        start(command).0,
+        Err(SpawnError::Os(tether_core::Errno::EACCES))
+    );
+
+    let path = tmp_path("nobody");
+    let mut command = sh("id -u; echo err >&2");
+    command.user = Some(b"nobody".to_vec());
+    command.stdout = output_file(&path, true);
+    command.stderr = Output::Other;
+    let (result, rx) = start(command);
+    result.unwrap();
+    assert_eq!(finish(&rx).2, Some(ExitStatus::Exited(0)));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let uid: u32 = text.lines().next().unwrap().parse().unwrap();
+    assert_eq!(text, format!("{uid}\nerr\n"));
+    assert_ne!(uid, 0);
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&metadata), uid);
+    std::fs::remove_file(&path).unwrap();
 }

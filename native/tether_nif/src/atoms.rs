@@ -40,4 +40,5 @@ rustler::atoms! {
     stdout_bytes,
     stderr_bytes,
     stdin_bytes,
+    output_capped,
 }

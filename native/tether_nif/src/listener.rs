@@ -48,13 +48,14 @@ pub fn encode_reason<'a>(env: Env<'a>, status: Option<ExitStatus>, success: i32)
     }
 }
 
-/// `%{stdout_bytes: n, stderr_bytes: n, stdin_bytes: n}` and, when known,
+/// `%{stdout_bytes: n, stderr_bytes: n, stdin_bytes: n, output_capped: boolean}` and, when known,
 /// `user_time_us`, `system_time_us` and `max_rss` (bytes).
 fn encode_exit_info(env: Env, usage: Option<Usage>, counters: Counters) -> Term {
     let map = rustler::term_map!(env, {
         atoms::stdout_bytes() => counters.stdout_bytes,
         atoms::stderr_bytes() => counters.stderr_bytes,
         atoms::stdin_bytes() => counters.stdin_bytes,
+        atoms::output_capped() => counters.output_capped,
     });
     match usage {
         None => map,
