@@ -30,6 +30,7 @@ defmodule Tether.Options do
           idle_timeout_ms: pos_integer | nil,
           max_output: pos_integer | nil,
           monitor: pid | nil,
+          down_to: pid | nil,
           success_exit_code: 0..255,
           pipe_size: non_neg_integer,
           stdout_credit: non_neg_integer | nil,

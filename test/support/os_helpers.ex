@@ -128,9 +128,15 @@ defmodule Tether.OsHelpers do
 
   defp do_wait_until(fun, deadline) do
     cond do
-      fun.() -> true
-      System.monotonic_time(:millisecond) > deadline -> false
-      true -> Process.sleep(10) && do_wait_until(fun, deadline)
+      fun.() ->
+        true
+
+      System.monotonic_time(:millisecond) > deadline ->
+        false
+
+      true ->
+        Process.sleep(10)
+        do_wait_until(fun, deadline)
     end
   end
 

@@ -758,9 +758,15 @@ defmodule Tether.TestCluster.Manager do
 
   defp until(deadline, check, interval \\ 100) do
     cond do
-      check.() -> :ok
-      System.monotonic_time(:millisecond) > deadline -> :timeout
-      true -> Process.sleep(interval) && until(deadline, check, interval)
+      check.() ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        :timeout
+
+      true ->
+        Process.sleep(interval)
+        until(deadline, check, interval)
     end
   end
 
