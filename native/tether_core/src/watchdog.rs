@@ -117,8 +117,8 @@ impl Watchdog {
         if self.running.is_some() || self.next_start().is_some_and(|at| at > Instant::now()) {
             return Interest::default();
         }
-        let (ours, theirs) = match socket_pair() {
-            Ok(pair) => pair,
+        let (spawned, ours) = match launch(program, stack, dev_null) {
+            Ok(launched) => launched,
             Err(error) => {
                 eprintln!("tether: cannot start the watchdog: {error:?}");
                 self.last_exit = Some(Instant::now());
@@ -126,20 +126,6 @@ impl Watchdog {
                 return Interest::default();
             }
         };
-        let mut command = Command::new([program]);
-        command.stdin = Input::Fd(theirs.as_raw_fd());
-        command.detach = true;
-        command.pipe_size = 0;
-        let spawned = match spawn::spawn(&command, stack, dev_null, None) {
-            Ok(spawned) => spawned,
-            Err(error) => {
-                eprintln!("tether: cannot start the watchdog: {error:?}");
-                self.last_exit = Some(Instant::now());
-                self.young_deaths += 1;
-                return Interest::default();
-            }
-        };
-        drop(theirs);
         let exit = spawned.pidfd.as_raw_fd();
         self.running = Some(Running {
             pid: spawned.pid,
@@ -242,6 +228,21 @@ impl Watchdog {
         self.pending.clear();
         true
     }
+}
+
+/// Starts the program with one end of a new socket pair as its stdin; returns it and our end.
+fn launch(
+    program: Vec<u8>,
+    stack: &mut ChildStack,
+    dev_null: RawFd,
+) -> Result<(spawn::Spawned, OwnedFd), spawn::SpawnError> {
+    let (ours, theirs) = socket_pair()?;
+    let mut command = Command::new([program]);
+    command.stdin = Input::Fd(theirs.as_raw_fd());
+    command.detach = true;
+    command.pipe_size = 0;
+    // Their end closes when `theirs` drops: the program holds its own copy.
+    Ok((spawn::spawn(&command, stack, dev_null, None)?, ours))
 }
 
 fn root_record(root: &std::path::Path) -> Record {
