@@ -10,6 +10,16 @@ defmodule Tether.FlowTest do
     for {:stdout, ^os_pid, data} <- messages, reduce: 0, do: (sum -> sum + byte_size(data))
   end
 
+  test "a passive stream that owes nothing does not hold back the exit" do
+    # Found by the fuzzer: with no credit at all, an exit with empty pipes was never reported.
+    for _ <- 1..50 do
+      {:ok, _, os_pid} = Tether.run(["true"], [:stdout, :stderr, :monitor, active: 0])
+      assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000
+    end
+
+    assert Tether.info().unread == 0
+  end
+
   test "a slow consumer in :once mode holds at most one chunk (~1 MiB) of queued output" do
     {:ok, _, os_pid} =
       Tether.run(["head", "-c", "1000000000", "/dev/zero"], [:stdout, :monitor, active: :once])

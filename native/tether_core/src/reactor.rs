@@ -1328,7 +1328,8 @@ impl EventLoop {
             return false;
         };
         let pipe = &mut child.pipes[index];
-        if pipe.credit == Some(0) {
+        // Out of credit, nothing is read; but a pipe that owes nothing after the exit is done.
+        if pipe.credit == Some(0) && pipe.owed != Some(0) {
             return false;
         }
         let fd = pipe.fd.as_raw_fd();
