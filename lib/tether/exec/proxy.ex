@@ -142,6 +142,12 @@ defmodule Tether.Exec.Proxy do
         send(from, {ref, stop(state)})
         loop(state)
 
+      :"$exec_abandon" ->
+        # The caller's timeout passed before the start was answered: it never got this pid.
+        # Leaving (unlinked, without a DOWN) makes Tether stop the OS process.
+        Process.unlink(state.caller)
+        exit(:normal)
+
       {{from, ref}, :ospid} when is_pid(from) ->
         # erlexec's protocol for exec:ospid/1, which other code speaks too.
         send(from, {ref, os_pid})
