@@ -26,7 +26,7 @@ defmodule :exec do
 
   use GenServer
 
-  alias Tether.Exec.{Group, Options, Proxy}
+  alias Tether.Exec.{Options, Proxy}
 
   @typedoc "An OS process id."
   @type ospid :: integer
@@ -332,8 +332,8 @@ defmodule :exec do
   defp do_stop_and_wait(_target, _timeout), do: {:error, :badarg}
 
   @doc """
-  Sends a signal (a number or a name) to a process, and to it only (`kill_group` applies to
-  `stop/1`). `{:error, 'Cannot kill a pid not managed by this application'}` for an os_pid that
+  Sends a signal (a number or a name) to a process; with `kill_group`, to its group (erlexec
+  signals only the process: see `MIGRATING.md`). `{:error, 'Cannot kill a pid not managed by this application'}` for an os_pid that
   is not a child.
   """
   @spec kill(pid | ospid | port, integer | atom) :: :ok | {:error, term}
@@ -542,7 +542,7 @@ defmodule :exec do
            limit_users: parsed.limit_users,
            env: parsed.env,
            debug: parsed.debug,
-           # os_pid => %{proxy, pgid}; proxy => os_pid
+           # os_pid => %{proxy: proxy}; proxy => os_pid
            children: %{},
            proxies: %{},
            # ref => proxy: the starts a caller may abandon (its timeout passed)
@@ -605,7 +605,7 @@ defmodule :exec do
     case run_user(flags.user, state) do
       {:ok, user} ->
         options =
-          [kill_group: false] ++
+          [kill_group: flags.kill_group] ++
             if(user, do: [user: user], else: []) ++ with_env(options, state.env)
 
         proxy =
@@ -728,10 +728,10 @@ defmodule :exec do
   end
 
   @impl true
-  def handle_info({:"$exec_child", proxy, os_pid, pgid}, state) do
+  def handle_info({:"$exec_child", proxy, os_pid}, state) do
     state = %{
       state
-      | children: Map.put(state.children, os_pid, %{proxy: proxy, pgid: pgid}),
+      | children: Map.put(state.children, os_pid, %{proxy: proxy}),
         proxies: Map.put(state.proxies, proxy, os_pid)
     }
 
@@ -767,13 +767,32 @@ defmodule :exec do
 
   def handle_info(_message, state), do: {:noreply, state}
 
-  # As erlexec's port program at shutdown: SIGTERM to every child's group (what a shell child
-  # left behind goes too), the stop sequence of each child, and wait until all are gone.
+  # Waits until what the exited `os_pids` started is gone. Tether's stop of it ends in SIGKILL
+  # after the child's kill_timeout; there is no message for its end, so Tether.info/1 is asked.
+  defp await_background([]), do: :ok
+
+  defp await_background(os_pids) do
+    case Enum.filter(os_pids, &background?/1) do
+      [] ->
+        :ok
+
+      left ->
+        Process.sleep(5)
+        await_background(left)
+    end
+  end
+
+  defp background?(os_pid) do
+    match?(%{background_jobs: :running}, Tether.info(os_pid))
+  catch
+    # The application is stopping: Tether stops what is left itself.
+    :exit, _ -> false
+  end
+
+  # As erlexec's port program at shutdown: the stop sequence of each child, and wait until all
+  # are gone, with what they left behind (Tether stops that once each child is gone).
   @impl true
   def terminate(_reason, state) do
-    groups = for {os_pid, %{pgid: pgid}} <- state.children, pgid == os_pid, do: pgid
-    Group.signal(groups, :sigterm)
-
     refs =
       for {proxy, _os_pid} <- state.proxies do
         ref = Process.monitor(proxy)
@@ -782,17 +801,7 @@ defmodule :exec do
       end
 
     Enum.each(refs, fn ref -> receive do: ({:DOWN, ^ref, _, _, _} -> :ok) end)
-
-    # The leaders are gone; give what they left in their groups a moment, then SIGKILL it.
-    case Group.await_empty(groups, 1000) do
-      [] ->
-        :ok
-
-      left ->
-        Group.signal(left, :sigkill)
-        Group.await_empty(left, 1000)
-    end
-
+    await_background(Map.keys(state.children))
     :ok
   end
 end

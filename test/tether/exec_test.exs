@@ -133,6 +133,28 @@ defmodule Tether.ExecTest do
       assert_receive {:DOWN, _, :process, ^p2, {:exit_status, 15}}, 5000
     end
 
+    test "with kill_group, kill/2 reaches the group as stop/1 does (MIGRATING.md)" do
+      {:ok, pid, os_pid} = :exec.run([script("grandchild.sh")], [:stdout, :monitor, :kill_group])
+      grandchild = os_pid |> first_line() |> String.to_integer()
+      assert :exec.kill(os_pid, :sigstop) == :ok
+      assert wait_until(fn -> run_state(grandchild) == "T" and run_state(os_pid) == "T" end)
+      assert :exec.kill(os_pid, :sigcont) == :ok
+      assert wait_until(fn -> run_state(grandchild) == "S" end)
+      assert :exec.stop(os_pid) == :ok
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+      assert wait_gone([grandchild]) == []
+    end
+
+    test "with kill_group, a {group, GID} member's exit takes its leader's group down" do
+      {:ok, leader_pid, leader} = :exec.run(~c"sleep 100", [{:group, 0}, :monitor])
+      {:ok, p1, i1} = :exec.run(~c"cat", [:stdin, {:group, leader}, :kill_group, :monitor])
+      {:ok, p2, i2} = :exec.run(~c"sleep 100", [{:group, leader}, :monitor])
+      :ok = :exec.send(i1, :eof)
+      assert_receive {:DOWN, ^i1, :process, ^p1, :normal}, 5000
+      assert_receive {:DOWN, ^leader, :process, ^leader_pid, {:exit_status, 15}}, 5000
+      assert_receive {:DOWN, ^i2, :process, ^p2, {:exit_status, 15}}, 5000
+    end
+
     test "setpgid/2 exists and answers as the kernel does for a running child" do
       {:ok, _pid, os_pid} = :exec.run(~c"sleep 100", [])
       assert :exec.setpgid(os_pid, os_pid) == {:error, :eacces}
@@ -345,6 +367,14 @@ defmodule Tether.ExecTest do
 
       true ->
         flunk("expected #{inspect(expected)}, got #{inspect(got)}")
+    end
+  end
+
+  # The state letter of /proc/<pid>/stat: "S" sleeping, "T" stopped by a signal.
+  defp run_state(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} -> stat |> String.split(") ") |> List.last() |> String.split(" ") |> hd()
+      {:error, _} -> nil
     end
   end
 end

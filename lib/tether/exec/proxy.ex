@@ -9,14 +9,15 @@ defmodule Tether.Exec.Proxy do
   # `{exit_status, -1}` for a managed process. It exits with that reason, so a linked caller
   # gets erlexec's exit signal.
   #
-  # With `kill_group`, the group is sent SIGTERM when its leader exits. When the server dies,
-  # the proxy sends SIGTERM to its child's group and leaves; Tether then stops the child (the
-  # proxy owned it). When the caller dies, the proxy leaves too, and Tether stops the child.
+  # Groups are Tether's: the child runs with Tether's `kill_group` set as erlexec's, so
+  # `:exec.stop/1` of a `kill_group` child reaches its group through Tether's signaller, and what
+  # a leader leaves in its group (or its cgroup) is stopped by Tether once the leader is gone,
+  # `kill_group` or not (Tether's containment; erlexec leaves it running without `kill_group`).
+  # When the server dies, the proxy leaves; when the caller dies, it leaves too; either way
+  # Tether then stops the child (the proxy owned it), and with it what it started.
   #
   # Output goes from Tether straight to its destination; only the `:DOWN` passes here, sent by
   # Tether after the last output, so it still follows every chunk.
-
-  alias Tether.Exec.Group
 
   @os_pid_key :"$exec_os_pid"
 
@@ -44,7 +45,7 @@ defmodule Tether.Exec.Proxy do
       {:ok, os_pid, managed?} ->
         Process.put(@os_pid_key, os_pid)
         pgid = pgid(os_pid, flags, managed?)
-        send(server, {:"$exec_child", self(), os_pid, pgid})
+        send(server, {:"$exec_child", self(), os_pid})
         if flags.termios != [], do: set_termios(os_pid, flags.termios)
         if flags.link, do: Process.link(caller)
         GenServer.reply(from, {:ok, self(), os_pid})
@@ -155,7 +156,7 @@ defmodule Tether.Exec.Proxy do
 
       {:DOWN, ^os_pid, :process, _pid, reason} ->
         reason = reason(reason, state)
-        if state.flags.kill_group and state.pgid, do: Group.signal([state.pgid], :sigterm)
+        if state.flags.kill_group, do: term_joined_group(state)
 
         if state.flags.monitor or state.flags.sync,
           do: send(state.caller, {:DOWN, os_pid, :process, self(), reason})
@@ -164,8 +165,6 @@ defmodule Tether.Exec.Proxy do
 
       {:EXIT, server, _reason} when server == state.server ->
         # The server is gone, as erlexec's port program: its children go with it.
-        if state.pgid == os_pid, do: Group.signal([os_pid], :sigterm)
-
         if state.flags.monitor or state.flags.sync,
           do: send(state.caller, {:DOWN, os_pid, :process, self(), :port_closed})
 
@@ -183,14 +182,22 @@ defmodule Tether.Exec.Proxy do
     end
   end
 
-  defp stop(%{flags: %{kill_group: true}, pgid: pgid} = state) when is_integer(pgid) do
-    # The stop first: it reports whether the process was still there to be stopped.
-    result = Tether.stop(state.os_pid)
-    Group.signal([pgid], :sigterm)
-    result
+  # With `kill_group` the child runs with Tether's `kill_group: true`: the stop reaches its group.
+  defp stop(state), do: Tether.stop(state.os_pid)
+
+  # erlexec SIGTERMs the group of a `kill_group` child when the child exits. A leader's group is
+  # Tether's to stop once the leader is gone; a child that joined another child's group
+  # (`{group, G}`) leaves it to its leader: SIGTERM to that leader (through Tether, so only to a
+  # live Tether child), and its group goes with it.
+  defp term_joined_group(%{pgid: pgid, os_pid: os_pid})
+       when is_integer(pgid) and pgid != os_pid do
+    case Tether.kill(pgid, :sigterm) do
+      :ok -> :ok
+      {:error, :no_process} -> :ok
+    end
   end
 
-  defp stop(state), do: Tether.stop(state.os_pid)
+  defp term_joined_group(_state), do: :ok
 
   defp reason(_reason, %{stopping: true}), do: :normal
   defp reason(_reason, %{managed: true}), do: {:exit_status, -1}
