@@ -295,14 +295,14 @@ defmodule Tether.ExecTest do
 
   describe "manage/2" do
     test "an external process's DOWN reason is {exit_status, -1}; normal after stop/1" do
-      port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+      port = sleep_port()
       {:os_pid, os_pid} = Port.info(port, :os_pid)
       {:ok, pid, ^os_pid} = :exec.manage(port, [:monitor])
       assert os_pid in :exec.which_children()
       :ok = :exec.kill(os_pid, 9)
       assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, -1}}, 5000
 
-      port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+      port = sleep_port()
       {:ok, pid, os_pid} = :exec.manage(port, [:monitor])
       :ok = :exec.stop(pid)
       assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
@@ -346,6 +346,16 @@ defmodule Tether.ExecTest do
   end
 
   # A pid no process has: one that just exited and was reaped.
+  # A port running `sleep 100`, once it runs: until erl_child_setup's fork executes the program
+  # it ignores SIGTERM, so a stop in that window is lost and only the SIGKILL after
+  # kill_timeout (5 s) ends it.
+  defp sleep_port do
+    port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    assert wait_until(fn -> File.read("/proc/#{os_pid}/comm") == {:ok, "sleep\n"} end)
+    port
+  end
+
   defp dead_pid do
     {:ok, pid, os_pid} = Tether.run(["true"], [:monitor])
     assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
