@@ -546,7 +546,10 @@ defmodule :exec do
            children: %{},
            proxies: %{},
            # ref => proxy: the starts a caller may abandon (its timeout passed)
-           starts: %{}
+           starts: %{},
+           # proxy => from: the starts not answered yet (a proxy that dies first is answered
+           # for, so no caller waits for a reply that cannot come)
+           pending: %{}
          }}
 
       {:error, reason} ->
@@ -619,7 +622,7 @@ defmodule :exec do
             flags: flags
           })
 
-        {:noreply, starting(state, ref, proxy)}
+        {:noreply, starting(state, ref, proxy, from)}
 
       {:error, _} = error ->
         {:reply, error, state}
@@ -637,7 +640,7 @@ defmodule :exec do
         flags: flags
       })
 
-    {:noreply, starting(state, ref, proxy)}
+    {:noreply, starting(state, ref, proxy, from)}
   end
 
   def handle_call({:stop, target}, _from, state) do
@@ -718,7 +721,13 @@ defmodule :exec do
          :lists.flatten(:io_lib.format(~c"User ~s is not allowed to run commands!", [user]))}
   end
 
-  defp starting(state, ref, proxy), do: %{state | starts: Map.put(state.starts, ref, proxy)}
+  defp starting(state, ref, proxy, from) do
+    %{
+      state
+      | starts: Map.put(state.starts, ref, proxy),
+        pending: Map.put(state.pending, proxy, from)
+    }
+  end
 
   defp with_env(options, []), do: options
 
@@ -731,7 +740,8 @@ defmodule :exec do
   def handle_info({:"$exec_child", proxy, os_pid}, state) do
     state = %{
       state
-      | children: Map.put(state.children, os_pid, %{proxy: proxy}),
+      | pending: Map.delete(state.pending, proxy),
+        children: Map.put(state.children, os_pid, %{proxy: proxy}),
         proxies: Map.put(state.proxies, proxy, os_pid)
     }
 
@@ -747,8 +757,14 @@ defmodule :exec do
     {:noreply, %{state | starts: Map.delete(state.starts, ref)}}
   end
 
-  def handle_info({:EXIT, proxy, _reason}, state) do
+  def handle_info({:EXIT, proxy, reason}, state) do
     state = %{state | starts: Map.reject(state.starts, fn {_, p} -> p == proxy end)}
+
+    # A proxy that crashed before it answered its start (one that could not start its process
+    # answered itself and left normally).
+    {from, pending} = Map.pop(state.pending, proxy)
+    if from && reason != :normal, do: GenServer.reply(from, {:error, reason})
+    state = %{state | pending: pending}
 
     case Map.pop(state.proxies, proxy) do
       {nil, _} ->

@@ -66,6 +66,18 @@ defmodule Tether.ExecTest do
 
       assert message == "Cannot chdir to '/nonexistent/dir': No such file or directory\n"
     end
+
+    # Found by the fuzzer: bare-atom options crashed the proxy, and the caller waited 30 s.
+    test "with stdin and pty_echo among its options" do
+      {:ok, pid, os_pid} =
+        :exec.run(~c"true", [{:cd, "/nonexistent"}, :stdin, :pty_echo, :stderr, :monitor])
+
+      assert_receive {:stderr, ^os_pid,
+                      "Cannot chdir to '/nonexistent': No such file or directory\n"},
+                     5000
+
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 256}}, 5000
+    end
   end
 
   describe "sync" do

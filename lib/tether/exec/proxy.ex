@@ -87,6 +87,7 @@ defmodule Tether.Exec.Proxy do
   # erlexec forks before it executes: a program that cannot be executed is a real process that
   # writes "Pid N: cannot execute 'X': <strerror>" to its stderr and exits with status 1. Run such
   # a process, with the same output options, so the caller sees erlexec's messages.
+  @output_keys [:stdout, :stderr, :stdin, :pty, :pty_echo, :winsz]
   @exec_errors [:enoent, :eacces, :enoexec, :enotdir, :eloop, :enametoolong, :e2big, :etxtbsy]
 
   defp cannot_execute(command, options, errno) do
@@ -102,7 +103,8 @@ defmodule Tether.Exec.Proxy do
            "cannot execute '#{program}': #{strerror(errno)}"}
 
     if errno in @exec_errors do
-      keep = Keyword.take(options, [:stdout, :stderr, :stdin, :pty, :pty_echo, :winsz])
+      # Tether's options mix atoms (`:stdin`, `:pty_echo`) and pairs: not a keyword list.
+      keep = Enum.filter(options, &(option_key(&1) in @output_keys))
 
       case Tether.run(["/bin/sh", "-c", script, "sh", message], [{:monitor, true} | keep]) do
         {:ok, _pid, os_pid} -> {:ok, os_pid, false}
@@ -112,6 +114,9 @@ defmodule Tether.Exec.Proxy do
       {:error, errno}
     end
   end
+
+  defp option_key({key, _value}), do: key
+  defp option_key(key), do: key
 
   defp strerror(:enoent), do: "No such file or directory"
   defp strerror(:eacces), do: "Permission denied"
