@@ -26,7 +26,7 @@ defmodule :exec do
 
   use GenServer
 
-  alias Tether.Exec.{Group, Options, Proxy}
+  alias Tether.Exec.{Options, Proxy}
 
   @typedoc "An OS process id."
   @type ospid :: integer
@@ -67,15 +67,21 @@ defmodule :exec do
 
   @doc false
   def child_spec(options) do
+    unless proper_list?(options),
+      do: raise(ArgumentError, ":exec options must be a proper list, got: #{inspect(options)}")
+
     %{
       id: :exec,
-      start: {:exec, :start_link, [List.wrap(options)]},
+      start: {:exec, :start_link, [options]},
       type: :worker,
       shutdown: 30_000
     }
   end
 
   defp check_start(options) do
+    unless proper_list?(options),
+      do: raise(ArgumentError, ":exec options must be a proper list, got: #{inspect(options)}")
+
     with {:ok, parsed} <- Options.start_options(options),
          {:ok, _} <- Application.ensure_all_started(:tether) do
       {:ok, parsed}
@@ -104,7 +110,34 @@ defmodule :exec do
         do: {key, value}
   end
 
-  defp call(request, timeout \\ @timeout), do: GenServer.call(server(), request, timeout)
+  defp call(request), do: GenServer.call(server(), request, @timeout)
+
+  # A request that starts an OS process, bounded by the caller's `timeout` as erlexec's call to
+  # its port is. When the time is up the answer is `{:error, :timeout}`, and the process the
+  # request may still start is abandoned: its proxy leaves, so Tether stops it. (The late reply
+  # itself is dropped by GenServer.call.)
+  defp start_call(request, timeout) do
+    server = server()
+    ref = make_ref()
+
+    try do
+      GenServer.call(server, Tuple.append(request, ref), timeout)
+    catch
+      :exit, {:timeout, _} ->
+        Kernel.send(server, {:"$exec_abandon", ref})
+        {:error, :timeout}
+    end
+  end
+
+  defp check_timeout!(timeout) when timeout == :infinity or timeout in 0..4_294_967_295,
+    do: :ok
+
+  defp check_timeout!(timeout),
+    do: raise(ArgumentError, "invalid timeout: #{inspect(timeout)} (expected 0..4294967295 ms)")
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
 
   # ── Running ─────────────────────────────────────────────────────────────────────────────
 
@@ -119,10 +152,12 @@ defmodule :exec do
   """
   @spec run(term, list, timeout) :: {:ok, pid, ospid} | {:ok, list} | {:error, term}
   def run(command, options, timeout) do
+    check_timeout!(timeout)
+
     with {:ok, command} <- Options.command(command),
          {:ok, tether_options, flags} <- Options.translate(options, self()),
          {:ok, pid, os_pid} <-
-           call({:run, command, tether_options, flags, self()}, timeout) do
+           start_call({:run, command, tether_options, flags, self()}, timeout) do
       if flags.sync, do: wait_for_exit(os_pid, pid, [], []), else: {:ok, pid, os_pid}
     end
   end
@@ -170,11 +205,13 @@ defmodule :exec do
   end
 
   def manage(os_pid, options, timeout) when is_integer(os_pid) do
+    check_timeout!(timeout)
+
     with {:ok, tether_options, flags} <- Options.translate(options, self()) do
       manage_options =
         Keyword.take(tether_options, [:kill, :kill_timeout]) ++ [kill_group: flags.kill_group]
 
-      call({:manage, os_pid, manage_options, flags, self()}, timeout)
+      start_call({:manage, os_pid, manage_options, flags, self()}, timeout)
     end
   end
 
@@ -202,8 +239,19 @@ defmodule :exec do
     end
   end
 
-  def send(target, data) when is_integer(target), do: {:error, {:invalid_data, data}}
-  def send(_target, _data), do: {:error, :no_process}
+  def send(target, data) when is_integer(target),
+    do:
+      raise(
+        ArgumentError,
+        "invalid data for :exec.send/2: #{inspect(data)} (expected a binary or :eof)"
+      )
+
+  def send(target, _data),
+    do:
+      raise(
+        ArgumentError,
+        "invalid target for :exec.send/2: #{inspect(target)} (expected a pid or an os_pid)"
+      )
 
   @doc "Sets the window size of a `pty` process."
   @spec winsz(pid | ospid, integer, integer) :: :ok | {:error, term}
@@ -245,34 +293,47 @@ defmodule :exec do
   Stops a process like `stop/1` and waits up to `timeout` ms for the `DOWN` message of a
   `monitor`ed process, which it takes from the mailbox and returns the reason of. Without a
   monitor there is no message to wait for: `{:error, :timeout}`. An os_pid that is not a child
-  gives `{:error, :not_found}`.
+  gives `{:error, :not_found}`, a pid that is not one `{:error, :no_process}` at once (erlexec
+  waits `timeout` for a DOWN that cannot come). A bad `timeout` raises `ArgumentError` before
+  anything is stopped.
   """
   @spec stop_and_wait(pid | ospid | port, timeout) :: term
-  def stop_and_wait(port, timeout) when is_port(port),
-    do: with_port(port, &stop_and_wait(&1, timeout))
+  def stop_and_wait(target, timeout) do
+    check_timeout!(timeout)
+    do_stop_and_wait(target, timeout)
+  end
 
-  def stop_and_wait(os_pid, timeout) when is_integer(os_pid) do
+  defp do_stop_and_wait(port, timeout) when is_port(port),
+    do: with_port(port, &do_stop_and_wait(&1, timeout))
+
+  defp do_stop_and_wait(os_pid, timeout) when is_integer(os_pid) do
     case call({:pid, os_pid}) do
       :undefined -> {:error, :not_found}
-      pid -> stop_and_wait(pid, timeout)
+      pid -> do_stop_and_wait(pid, timeout)
     end
   end
 
-  def stop_and_wait(pid, timeout) when is_pid(pid) do
-    _ = call({:stop, pid}, timeout)
+  defp do_stop_and_wait(pid, timeout) when is_pid(pid) do
+    # The stop is not bounded by `timeout` (erlexec's is, and exits when it is short): the
+    # wait for the DOWN is. A pid that is no :exec process sends none (erlexec waits anyway).
+    case call({:stop, pid}) do
+      {:error, :no_process} ->
+        {:error, :no_process}
 
-    receive do
-      {:DOWN, _ref, :process, ^pid, status} -> status
-    after
-      timeout -> {:error, :timeout}
+      _ ->
+        receive do
+          {:DOWN, _ref, :process, ^pid, status} -> status
+        after
+          timeout -> {:error, :timeout}
+        end
     end
   end
 
-  def stop_and_wait(_target, _timeout), do: {:error, :badarg}
+  defp do_stop_and_wait(_target, _timeout), do: {:error, :badarg}
 
   @doc """
-  Sends a signal (a number or a name) to a process, and to it only (`kill_group` applies to
-  `stop/1`). `{:error, 'Cannot kill a pid not managed by this application'}` for an os_pid that
+  Sends a signal (a number or a name) to a process; with `kill_group`, to its group (erlexec
+  signals only the process: see `MIGRATING.md`). `{:error, 'Cannot kill a pid not managed by this application'}` for an os_pid that
   is not a child.
   """
   @spec kill(pid | ospid | port, integer | atom) :: :ok | {:error, term}
@@ -316,30 +377,48 @@ defmodule :exec do
 
   @doc """
   The os_pid behind an `:exec` pid. As in erlexec, any other pid is asked with
-  `{{self(), ref}, :ospid}` and has 5 s to answer `{ref, reply}`; then `{:error, :timeout}`.
+  `{{self(), ref}, :ospid}` and has 5 s to answer `{ref, reply}`; then `{:error, :timeout}`. A pid
+  that is not alive (or dies before it answers) gives `{:error, :no_process}` at once, and so
+  does the caller's own pid, which cannot answer while it waits.
   """
   @spec ospid(pid) :: ospid | {:error, term}
   def ospid(pid) when is_pid(pid) do
-    case Proxy.os_pid(pid) do
-      nil ->
-        ref = make_ref()
-        Kernel.send(pid, {{self(), ref}, :ospid})
+    cond do
+      os_pid = Proxy.os_pid(pid) -> os_pid
+      pid == self() -> {:error, :no_process}
+      true -> ask_ospid(pid)
+    end
+  end
 
-        receive do
-          {^ref, reply} -> reply
-        after
-          5000 -> {:error, :timeout}
-        end
+  def ospid(other),
+    do: raise(ArgumentError, "invalid pid for :exec.ospid/1: #{inspect(other)}")
 
-      os_pid ->
-        os_pid
+  # erlexec's protocol, which other code speaks too (exexec's tests answer it), watched with a
+  # monitor: no waiting for a reply from a process that is gone.
+  defp ask_ospid(pid) do
+    ref = Process.monitor(pid)
+    Kernel.send(pid, {{self(), ref}, :ospid})
+
+    receive do
+      {^ref, reply} ->
+        Process.demonitor(ref, [:flush])
+        reply
+
+      {:DOWN, ^ref, :process, ^pid, _} ->
+        {:error, :no_process}
+    after
+      5000 ->
+        Process.demonitor(ref, [:flush])
+        {:error, :timeout}
     end
   end
 
   @doc "The `:exec` pid of an os_pid, or `:undefined`."
   @spec pid(ospid) :: pid | :undefined
   def pid(os_pid) when is_integer(os_pid), do: call({:pid, os_pid})
-  def pid(_other), do: :undefined
+
+  def pid(other),
+    do: raise(ArgumentError, "invalid os_pid for :exec.pid/1: #{inspect(other)}")
 
   @doc """
   Sets the debug level (0..10) and returns the previous one; `{:error, :badarg}` for any other
@@ -395,16 +474,32 @@ defmodule :exec do
     end
   end
 
+  def status(other),
+    do: raise(ArgumentError, "invalid wait status for :exec.status/1: #{inspect(other)}")
+
+  # erlexec's table, with SIGUSR1 and SIGUSR2 (which erlexec's lacks: its signal(10) is 10 and
+  # its signal_to_int(sigusr1) raises).
+  @signals [sighup: 1, sigint: 2, sigquit: 3, sigill: 4, sigtrap: 5, sigabrt: 6, sigbus: 7] ++
+             [sigfpe: 8, sigkill: 9, sigusr1: 10, sigsegv: 11, sigusr2: 12, sigpipe: 13] ++
+             [sigalrm: 14, sigterm: 15, sigstkflt: 16, sigchld: 17, sigcont: 18, sigstop: 19] ++
+             [sigtstp: 20, sigttin: 21, sigttou: 22, sigurg: 23, sigxcpu: 24, sigxfsz: 25] ++
+             [sigvtalrm: 26, sigprof: 27, sigwinch: 28, sigio: 29, sigpwr: 30, sigsys: 31] ++
+             [sigrtmin: 34, sigrtmax: 64]
+
   @doc """
   The name of a signal number (the number itself when it has none).
 
       iex> :exec.signal(15)
       :sigterm
+      iex> :exec.signal(40)
+      40
   """
   @spec signal(integer) :: atom | integer
-  def signal(number) when is_integer(number) do
-    Enum.find(signal_names(), number, &(Tether.signal_number(&1) == number))
-  end
+  for {name, number} <- @signals, do: def(signal(unquote(number)), do: unquote(name))
+  def signal(number) when is_integer(number), do: number
+
+  def signal(other),
+    do: raise(ArgumentError, "invalid signal number for :exec.signal/1: #{inspect(other)}")
 
   @doc """
   The number of a signal name.
@@ -413,13 +508,10 @@ defmodule :exec do
       9
   """
   @spec signal_to_int(atom) :: integer
-  def signal_to_int(name) when is_atom(name), do: Tether.signal_number(name)
+  for {name, number} <- @signals, do: def(signal_to_int(unquote(name)), do: unquote(number))
 
-  defp signal_names do
-    ~w(sighup sigint sigquit sigill sigtrap sigabrt sigbus sigfpe sigkill sigusr1 sigsegv sigusr2
-       sigpipe sigalrm sigterm sigstkflt sigchld sigcont sigstop sigtstp sigttin sigttou sigurg
-       sigxcpu sigxfsz sigvtalrm sigprof sigwinch sigio sigpwr sigsys)a
-  end
+  def signal_to_int(other),
+    do: raise(ArgumentError, "invalid signal name for :exec.signal_to_int/1: #{inspect(other)}")
 
   @doc false
   # Tether's exit reason in erlexec's form: the raw wait status.
@@ -450,9 +542,14 @@ defmodule :exec do
            limit_users: parsed.limit_users,
            env: parsed.env,
            debug: parsed.debug,
-           # os_pid => %{proxy, pgid}; proxy => os_pid
+           # os_pid => %{proxy: proxy}; proxy => os_pid
            children: %{},
-           proxies: %{}
+           proxies: %{},
+           # ref => proxy: the starts a caller may abandon (its timeout passed)
+           starts: %{},
+           # proxy => from: the starts not answered yet (a proxy that dies first is answered
+           # for, so no caller waits for a reply that cannot come)
+           pending: %{}
          }}
 
       {:error, reason} ->
@@ -507,41 +604,43 @@ defmodule :exec do
   end
 
   @impl true
-  def handle_call({:run, command, options, flags, caller}, from, state) do
+  def handle_call({:run, command, options, flags, caller, ref}, from, state) do
     case run_user(flags.user, state) do
       {:ok, user} ->
         options =
-          [kill_group: false] ++
+          [kill_group: flags.kill_group] ++
             if(user, do: [user: user], else: []) ++ with_env(options, state.env)
 
-        Proxy.start(%{
-          kind: :run,
-          server: self(),
-          from: from,
-          caller: caller,
-          command: command,
-          options: options,
-          flags: flags
-        })
+        proxy =
+          Proxy.start(%{
+            kind: :run,
+            server: self(),
+            from: from,
+            caller: caller,
+            command: command,
+            options: options,
+            flags: flags
+          })
 
-        {:noreply, state}
+        {:noreply, starting(state, ref, proxy, from)}
 
       {:error, _} = error ->
         {:reply, error, state}
     end
   end
 
-  def handle_call({:manage, os_pid, options, flags, caller}, from, state) do
-    Proxy.start(%{
-      kind: {:manage, os_pid},
-      server: self(),
-      from: from,
-      caller: caller,
-      options: options,
-      flags: flags
-    })
+  def handle_call({:manage, os_pid, options, flags, caller, ref}, from, state) do
+    proxy =
+      Proxy.start(%{
+        kind: {:manage, os_pid},
+        server: self(),
+        from: from,
+        caller: caller,
+        options: options,
+        flags: flags
+      })
 
-    {:noreply, state}
+    {:noreply, starting(state, ref, proxy, from)}
   end
 
   def handle_call({:stop, target}, _from, state) do
@@ -617,7 +716,17 @@ defmodule :exec do
   defp run_user(user, state) do
     if user in state.limit_users,
       do: {:ok, if(user == current_user(), do: nil, else: user)},
-      else: {:error, ~c"User #{user} is not allowed to run commands!"}
+      else:
+        {:error,
+         :lists.flatten(:io_lib.format(~c"User ~s is not allowed to run commands!", [user]))}
+  end
+
+  defp starting(state, ref, proxy, from) do
+    %{
+      state
+      | starts: Map.put(state.starts, ref, proxy),
+        pending: Map.put(state.pending, proxy, from)
+    }
   end
 
   defp with_env(options, []), do: options
@@ -628,17 +737,35 @@ defmodule :exec do
   end
 
   @impl true
-  def handle_info({:"$exec_child", proxy, os_pid, pgid}, state) do
+  def handle_info({:"$exec_child", proxy, os_pid}, state) do
     state = %{
       state
-      | children: Map.put(state.children, os_pid, %{proxy: proxy, pgid: pgid}),
+      | pending: Map.delete(state.pending, proxy),
+        children: Map.put(state.children, os_pid, %{proxy: proxy}),
         proxies: Map.put(state.proxies, proxy, os_pid)
     }
 
     {:noreply, state}
   end
 
-  def handle_info({:EXIT, proxy, _reason}, state) do
+  def handle_info({:"$exec_abandon", ref}, state) do
+    case Map.pop(state.starts, ref) do
+      {nil, _} -> :ok
+      {proxy, _} -> Kernel.send(proxy, :"$exec_abandon")
+    end
+
+    {:noreply, %{state | starts: Map.delete(state.starts, ref)}}
+  end
+
+  def handle_info({:EXIT, proxy, reason}, state) do
+    state = %{state | starts: Map.reject(state.starts, fn {_, p} -> p == proxy end)}
+
+    # A proxy that crashed before it answered its start (one that could not start its process
+    # answered itself and left normally).
+    {from, pending} = Map.pop(state.pending, proxy)
+    if from && reason != :normal, do: GenServer.reply(from, {:error, reason})
+    state = %{state | pending: pending}
+
     case Map.pop(state.proxies, proxy) do
       {nil, _} ->
         {:noreply, state}
@@ -656,13 +783,32 @@ defmodule :exec do
 
   def handle_info(_message, state), do: {:noreply, state}
 
-  # As erlexec's port program at shutdown: SIGTERM to every child's group (what a shell child
-  # left behind goes too), the stop sequence of each child, and wait until all are gone.
+  # Waits until what the exited `os_pids` started is gone. Tether's stop of it ends in SIGKILL
+  # after the child's kill_timeout; there is no message for its end, so Tether.info/1 is asked.
+  defp await_background([]), do: :ok
+
+  defp await_background(os_pids) do
+    case Enum.filter(os_pids, &background?/1) do
+      [] ->
+        :ok
+
+      left ->
+        Process.sleep(5)
+        await_background(left)
+    end
+  end
+
+  defp background?(os_pid) do
+    match?(%{background_jobs: :running}, Tether.info(os_pid))
+  catch
+    # The application is stopping: Tether stops what is left itself.
+    :exit, _ -> false
+  end
+
+  # As erlexec's port program at shutdown: the stop sequence of each child, and wait until all
+  # are gone, with what they left behind (Tether stops that once each child is gone).
   @impl true
   def terminate(_reason, state) do
-    groups = for {os_pid, %{pgid: pgid}} <- state.children, pgid == os_pid, do: pgid
-    Group.signal(groups, :sigterm)
-
     refs =
       for {proxy, _os_pid} <- state.proxies do
         ref = Process.monitor(proxy)
@@ -671,17 +817,7 @@ defmodule :exec do
       end
 
     Enum.each(refs, fn ref -> receive do: ({:DOWN, ^ref, _, _, _} -> :ok) end)
-
-    # The leaders are gone; give what they left in their groups a moment, then SIGKILL it.
-    case Group.await_empty(groups, 1000) do
-      [] ->
-        :ok
-
-      left ->
-        Group.signal(left, :sigkill)
-        Group.await_empty(left, 1000)
-    end
-
+    await_background(Map.keys(state.children))
     :ok
   end
 end

@@ -66,6 +66,18 @@ defmodule Tether.ExecTest do
 
       assert message == "Cannot chdir to '/nonexistent/dir': No such file or directory\n"
     end
+
+    # Found by the fuzzer: bare-atom options crashed the proxy, and the caller waited 30 s.
+    test "with stdin and pty_echo among its options" do
+      {:ok, pid, os_pid} =
+        :exec.run(~c"true", [{:cd, "/nonexistent"}, :stdin, :pty_echo, :stderr, :monitor])
+
+      assert_receive {:stderr, ^os_pid,
+                      "Cannot chdir to '/nonexistent': No such file or directory\n"},
+                     5000
+
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 256}}, 5000
+    end
   end
 
   describe "sync" do
@@ -133,6 +145,28 @@ defmodule Tether.ExecTest do
       assert_receive {:DOWN, _, :process, ^p0, :normal}, 5000
       assert_receive {:DOWN, _, :process, ^p1, {:exit_status, 15}}, 5000
       assert_receive {:DOWN, _, :process, ^p2, {:exit_status, 15}}, 5000
+    end
+
+    test "with kill_group, kill/2 reaches the group as stop/1 does (MIGRATING.md)" do
+      {:ok, pid, os_pid} = :exec.run([script("grandchild.sh")], [:stdout, :monitor, :kill_group])
+      grandchild = os_pid |> first_line() |> String.to_integer()
+      assert :exec.kill(os_pid, :sigstop) == :ok
+      assert wait_until(fn -> run_state(grandchild) == "T" and run_state(os_pid) == "T" end)
+      assert :exec.kill(os_pid, :sigcont) == :ok
+      assert wait_until(fn -> run_state(grandchild) == "S" end)
+      assert :exec.stop(os_pid) == :ok
+      assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
+      assert wait_gone([grandchild]) == []
+    end
+
+    test "with kill_group, a {group, GID} member's exit takes its leader's group down" do
+      {:ok, leader_pid, leader} = :exec.run(~c"sleep 100", [{:group, 0}, :monitor])
+      {:ok, p1, i1} = :exec.run(~c"cat", [:stdin, {:group, leader}, :kill_group, :monitor])
+      {:ok, p2, i2} = :exec.run(~c"sleep 100", [{:group, leader}, :monitor])
+      :ok = :exec.send(i1, :eof)
+      assert_receive {:DOWN, ^i1, :process, ^p1, :normal}, 5000
+      assert_receive {:DOWN, ^leader, :process, ^leader_pid, {:exit_status, 15}}, 5000
+      assert_receive {:DOWN, ^i2, :process, ^p2, {:exit_status, 15}}, 5000
     end
 
     test "setpgid/2 exists and answers as the kernel does for a running child" do
@@ -275,14 +309,14 @@ defmodule Tether.ExecTest do
 
   describe "manage/2" do
     test "an external process's DOWN reason is {exit_status, -1}; normal after stop/1" do
-      port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+      port = sleep_port()
       {:os_pid, os_pid} = Port.info(port, :os_pid)
       {:ok, pid, ^os_pid} = :exec.manage(port, [:monitor])
       assert os_pid in :exec.which_children()
       :ok = :exec.kill(os_pid, 9)
       assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, -1}}, 5000
 
-      port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+      port = sleep_port()
       {:ok, pid, os_pid} = :exec.manage(port, [:monitor])
       :ok = :exec.stop(pid)
       assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
@@ -326,6 +360,16 @@ defmodule Tether.ExecTest do
   end
 
   # A pid no process has: one that just exited and was reaped.
+  # A port running `sleep 100`, once it runs: until erl_child_setup's fork executes the program
+  # it ignores SIGTERM, so a stop in that window is lost and only the SIGKILL after
+  # kill_timeout (5 s) ends it.
+  defp sleep_port do
+    port = Port.open({:spawn_executable, System.find_executable("sleep")}, args: ["100"])
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    assert wait_until(fn -> File.read("/proc/#{os_pid}/comm") == {:ok, "sleep\n"} end)
+    port
+  end
+
   defp dead_pid do
     {:ok, pid, os_pid} = Tether.run(["true"], [:monitor])
     assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
@@ -347,6 +391,14 @@ defmodule Tether.ExecTest do
 
       true ->
         flunk("expected #{inspect(expected)}, got #{inspect(got)}")
+    end
+  end
+
+  # The state letter of /proc/<pid>/stat: "S" sleeping, "T" stopped by a signal.
+  defp run_state(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} -> stat |> String.split(") ") |> List.last() |> String.split(" ") |> hd()
+      {:error, _} -> nil
     end
   end
 end

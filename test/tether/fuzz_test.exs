@@ -338,7 +338,8 @@ defmodule Tether.FuzzTest do
   # :exec answers with erlexec's error terms: the bad option itself, or erlexec's strings.
   defp acceptable_result?(name, {:error, reason})
        when name in [:exec_run, :exec_run_3, :exec_run_link, :exec_stop, :exec_kill] or
-              name in [:exec_pty_opts, :exec_manage, :exec_stop_and_wait, :exec_debug],
+              name in [:exec_pty_opts, :exec_manage, :exec_stop_and_wait, :exec_debug] or
+              name in [:exec_winsz, :exec_start_0, :exec_start_1, :exec_start_link],
        do: erlexec_error?(reason)
 
   defp acceptable_result?(:native_start, ref), do: is_reference(ref)
@@ -379,19 +380,23 @@ defmodule Tether.FuzzTest do
   defp acceptable_result?(_, _), do: false
 
   defp erlexec_error?(reason) when is_atom(reason), do: true
+  # start/0,1 and start_link/1 while the server runs.
+  defp erlexec_error?({:already_started, pid}), do: is_pid(pid)
 
   defp erlexec_error?({tag, _})
        when tag in [:invalid_option, :invalid_env_value, :invalid_pty_value, :invalid_command],
        do: true
 
-  defp erlexec_error?(message), do: is_binary(message) or :io_lib.printable_unicode_list(message)
+  # erlexec's messages are io_lib strings: a name it was given (`{user, <<255>>}`) is in them as
+  # it came.
+  defp erlexec_error?(message), do: is_binary(message) or :io_lib.char_list(message)
 
   # ── Running ────────────────────────────────────────────────────────────────────────────
 
   # Each call runs in a process of its own with a deadline: a hang fails the test. The process
   # traps exits (a start_link that fails returns its error), then exits abnormally, so that
   # whatever it linked or owns is stopped.
-  defp call(fun, args) do
+  defp call(fun, args, deadline \\ 5000) do
     parent = self()
 
     {pid, ref} =
@@ -418,11 +423,15 @@ defmodule Tether.FuzzTest do
       {:DOWN, ^ref, :process, ^pid, reason} ->
         {:died, reason}
     after
-      5000 ->
+      deadline ->
         Process.exit(pid, :kill)
         :hang
     end
   end
+
+  # :exec.ospid/1 gives a pid that does not answer erlexec's protocol 5 s, as erlexec does.
+  defp deadline(:exec_ospid), do: 6000
+  defp deadline(_name), do: 5000
 
   defp seed do
     case System.get_env("TETHER_FUZZ_SEED") do
@@ -450,7 +459,7 @@ defmodule Tether.FuzzTest do
       Enum.reduce(1..count, {[], %{}}, fn i, {failures, outcomes} ->
         {name, generate, fun} = Enum.random(calls)
         args = generate.()
-        result = call(fun, args)
+        result = call(fun, args, deadline(name))
         if rem(i, 200) == 0, do: flush_mailbox()
         outcomes = Map.update(outcomes, outcome(result), 1, &(&1 + 1))
 
@@ -541,7 +550,21 @@ defmodule Tether.FuzzTest do
       {:manage, [:x, []]},
       # 2 ** 40 is no process (pid_max is at most 2 ** 22): the options crash first.
       {:manage, [2 ** 40, [:monitor | :x]]},
-      {:child_spec, [[{:x, 1} | :x]]}
+      {:child_spec, [[{:x, 1} | :x]]},
+      {:ospid, [[1]]},
+      {:status, [1.5]},
+      {:signal, ["15"]},
+      {:signal_to_int, [:sigbogus]},
+      {:pid, [~c"1"]},
+      {:send, [1, :x]},
+      {:send, [:x, "data"]},
+      {:run, [~c"true", [], :x]},
+      {:run, [~c"true", [], -1]},
+      {:run, [~c"true", [{:user, <<248, 186, 142>>}]]},
+      {:stop_and_wait, [1, -1]},
+      {:stop_and_wait, [1, 2 ** 40]},
+      {:start, [74]},
+      {:start_link, [[:root | :x]]}
     ]
 
     test "known crashing inputs raise ArgumentError or return {:error, _}" do
@@ -560,13 +583,32 @@ defmodule Tether.FuzzTest do
              "#{length(bad)} of #{length(@crashing)} still crash:\n" <> Enum.join(bad, "\n")
     end
 
-    test "stop_and_wait/2 with a bad timeout stops the process and then raises" do
+    # A refused call signals nothing (Tether's Refusals): the timeout is checked first.
+    test "stop_and_wait/2 with a bad timeout raises ArgumentError and leaves the process alone" do
       {:ok, pid, os_pid} = :exec.run(["sleep", "100"], [:monitor])
-      result = call(&apply(:exec, :stop_and_wait, &1), [pid, :soon])
-      assert_receive {:DOWN, ^os_pid, :process, ^pid, _}, 5000
 
-      assert match?({:raised, %ArgumentError{}}, result) or match?({:ok, {:error, _}}, result),
-             ":exec.stop_and_wait(pid, :soon) -> #{inspect(result)}"
+      for timeout <- [:soon, -1, 2 ** 40] do
+        assert {:raised, %ArgumentError{message: message}} =
+                 call(&apply(:exec, :stop_and_wait, &1), [pid, timeout])
+
+        assert message =~ "invalid timeout: #{inspect(timeout)}"
+      end
+
+      assert Tether.status(os_pid) == {:status, :running}
+      assert :exec.stop_and_wait(pid, 5000) == :normal
+      assert Tether.status(os_pid) == {:error, :no_process}
+    end
+
+    test "run/3 whose start outlasts its timeout answers {error, timeout} and leaves nothing" do
+      :exec.which_children()
+      before = Tether.which_processes()
+      spawned = Tether.info().spawned
+      assert :exec.run(~c"sleep 100", [:monitor], 0) == {:error, :timeout}
+      # The start goes on without the caller, and what it started is stopped at once.
+      assert wait_until(fn -> Tether.info().spawned == spawned + 1 end)
+      assert wait_until(fn -> Tether.which_processes() == before end)
+      assert :exec.which_children() -- before == []
+      refute_received {:DOWN, _, :process, _, _}
     end
 
     test "5,000 random calls of every :exec function", %{context: context} do

@@ -9,14 +9,15 @@ defmodule Tether.Exec.Proxy do
   # `{exit_status, -1}` for a managed process. It exits with that reason, so a linked caller
   # gets erlexec's exit signal.
   #
-  # With `kill_group`, the group is sent SIGTERM when its leader exits. When the server dies,
-  # the proxy sends SIGTERM to its child's group and leaves; Tether then stops the child (the
-  # proxy owned it). When the caller dies, the proxy leaves too, and Tether stops the child.
+  # Groups are Tether's: the child runs with Tether's `kill_group` set as erlexec's, so
+  # `:exec.stop/1` of a `kill_group` child reaches its group through Tether's signaller, and what
+  # a leader leaves in its group (or its cgroup) is stopped by Tether once the leader is gone,
+  # `kill_group` or not (Tether's containment; erlexec leaves it running without `kill_group`).
+  # When the server dies, the proxy leaves; when the caller dies, it leaves too; either way
+  # Tether then stops the child (the proxy owned it), and with it what it started.
   #
   # Output goes from Tether straight to its destination; only the `:DOWN` passes here, sent by
   # Tether after the last output, so it still follows every chunk.
-
-  alias Tether.Exec.Group
 
   @os_pid_key :"$exec_os_pid"
 
@@ -44,7 +45,7 @@ defmodule Tether.Exec.Proxy do
       {:ok, os_pid, managed?} ->
         Process.put(@os_pid_key, os_pid)
         pgid = pgid(os_pid, flags, managed?)
-        send(server, {:"$exec_child", self(), os_pid, pgid})
+        send(server, {:"$exec_child", self(), os_pid})
         if flags.termios != [], do: set_termios(os_pid, flags.termios)
         if flags.link, do: Process.link(caller)
         GenServer.reply(from, {:ok, self(), os_pid})
@@ -86,6 +87,7 @@ defmodule Tether.Exec.Proxy do
   # erlexec forks before it executes: a program that cannot be executed is a real process that
   # writes "Pid N: cannot execute 'X': <strerror>" to its stderr and exits with status 1. Run such
   # a process, with the same output options, so the caller sees erlexec's messages.
+  @output_keys [:stdout, :stderr, :stdin, :pty, :pty_echo, :winsz]
   @exec_errors [:enoent, :eacces, :enoexec, :enotdir, :eloop, :enametoolong, :e2big, :etxtbsy]
 
   defp cannot_execute(command, options, errno) do
@@ -101,7 +103,8 @@ defmodule Tether.Exec.Proxy do
            "cannot execute '#{program}': #{strerror(errno)}"}
 
     if errno in @exec_errors do
-      keep = Keyword.take(options, [:stdout, :stderr, :stdin, :pty, :pty_echo, :winsz])
+      # Tether's options mix atoms (`:stdin`, `:pty_echo`) and pairs: not a keyword list.
+      keep = Enum.filter(options, &(option_key(&1) in @output_keys))
 
       case Tether.run(["/bin/sh", "-c", script, "sh", message], [{:monitor, true} | keep]) do
         {:ok, _pid, os_pid} -> {:ok, os_pid, false}
@@ -111,6 +114,9 @@ defmodule Tether.Exec.Proxy do
       {:error, errno}
     end
   end
+
+  defp option_key({key, _value}), do: key
+  defp option_key(key), do: key
 
   defp strerror(:enoent), do: "No such file or directory"
   defp strerror(:eacces), do: "Permission denied"
@@ -142,6 +148,12 @@ defmodule Tether.Exec.Proxy do
         send(from, {ref, stop(state)})
         loop(state)
 
+      :"$exec_abandon" ->
+        # The caller's timeout passed before the start was answered: it never got this pid.
+        # Leaving (unlinked, without a DOWN) makes Tether stop the OS process.
+        Process.unlink(state.caller)
+        exit(:normal)
+
       {{from, ref}, :ospid} when is_pid(from) ->
         # erlexec's protocol for exec:ospid/1, which other code speaks too.
         send(from, {ref, os_pid})
@@ -149,7 +161,7 @@ defmodule Tether.Exec.Proxy do
 
       {:DOWN, ^os_pid, :process, _pid, reason} ->
         reason = reason(reason, state)
-        if state.flags.kill_group and state.pgid, do: Group.signal([state.pgid], :sigterm)
+        if state.flags.kill_group, do: term_joined_group(state)
 
         if state.flags.monitor or state.flags.sync,
           do: send(state.caller, {:DOWN, os_pid, :process, self(), reason})
@@ -158,8 +170,6 @@ defmodule Tether.Exec.Proxy do
 
       {:EXIT, server, _reason} when server == state.server ->
         # The server is gone, as erlexec's port program: its children go with it.
-        if state.pgid == os_pid, do: Group.signal([os_pid], :sigterm)
-
         if state.flags.monitor or state.flags.sync,
           do: send(state.caller, {:DOWN, os_pid, :process, self(), :port_closed})
 
@@ -177,14 +187,22 @@ defmodule Tether.Exec.Proxy do
     end
   end
 
-  defp stop(%{flags: %{kill_group: true}, pgid: pgid} = state) when is_integer(pgid) do
-    # The stop first: it reports whether the process was still there to be stopped.
-    result = Tether.stop(state.os_pid)
-    Group.signal([pgid], :sigterm)
-    result
+  # With `kill_group` the child runs with Tether's `kill_group: true`: the stop reaches its group.
+  defp stop(state), do: Tether.stop(state.os_pid)
+
+  # erlexec SIGTERMs the group of a `kill_group` child when the child exits. A leader's group is
+  # Tether's to stop once the leader is gone; a child that joined another child's group
+  # (`{group, G}`) leaves it to its leader: SIGTERM to that leader (through Tether, so only to a
+  # live Tether child), and its group goes with it.
+  defp term_joined_group(%{pgid: pgid, os_pid: os_pid})
+       when is_integer(pgid) and pgid != os_pid do
+    case Tether.kill(pgid, :sigterm) do
+      :ok -> :ok
+      {:error, :no_process} -> :ok
+    end
   end
 
-  defp stop(state), do: Tether.stop(state.os_pid)
+  defp term_joined_group(_state), do: :ok
 
   defp reason(_reason, %{stopping: true}), do: :normal
   defp reason(_reason, %{managed: true}), do: {:exit_status, -1}
