@@ -99,6 +99,16 @@ defmodule Tether.Guard do
     end
   end
 
+  @doc false
+  # The live (not zombie) processes of group `pgid`, read from /proc.
+  @spec group_members(pos_integer) :: [pos_integer]
+  def group_members(pgid) do
+    for entry <- File.ls!("/proc"),
+        {pid, ""} <- [Integer.parse(entry)],
+        match?({:ok, %{pgrp: ^pgid}}, stat(pid)),
+        do: pid
+  end
+
   # ── /proc ────────────────────────────────────────────────────────────────────────────────
 
   defp vm_os_pid, do: String.to_integer(System.pid())

@@ -161,7 +161,7 @@ defmodule Tether.Exec.Proxy do
 
       {:DOWN, ^os_pid, :process, _pid, reason} ->
         reason = reason(reason, state)
-        if state.flags.kill_group, do: term_joined_group(state)
+        if state.flags.kill_group, do: term_group(state)
 
         if state.flags.monitor or state.flags.sync,
           do: send(state.caller, {:DOWN, os_pid, :process, self(), reason})
@@ -190,19 +190,18 @@ defmodule Tether.Exec.Proxy do
   # With `kill_group` the child runs with Tether's `kill_group: true`: the stop reaches its group.
   defp stop(state), do: Tether.stop(state.os_pid)
 
-  # erlexec SIGTERMs the group of a `kill_group` child when the child exits. A leader's group is
-  # Tether's to stop once the leader is gone; a child that joined another child's group
-  # (`{group, G}`) leaves it to its leader: SIGTERM to that leader (through Tether, so only to a
-  # live Tether child), and its group goes with it.
-  defp term_joined_group(%{pgid: pgid, os_pid: os_pid})
-       when is_integer(pgid) and pgid != os_pid do
-    case Tether.kill(pgid, :sigterm) do
-      :ok -> :ok
-      {:error, :no_process} -> :ok
+  # erlexec SIGTERMs the group of a `kill_group` child when the child exits. What a leader
+  # leaves behind is Tether's to stop; the children of Tether in the group (its leader, the
+  # siblings that joined it) are signalled here, one by one and only while Tether runs them.
+  defp term_group(%{pgid: pgid}) when is_integer(pgid) do
+    for member <- Tether.Guard.group_members(pgid), match?({:ok, _}, Tether.pid(member)) do
+      Tether.kill(member, :sigterm)
     end
+
+    :ok
   end
 
-  defp term_joined_group(_state), do: :ok
+  defp term_group(_state), do: :ok
 
   defp reason(_reason, %{stopping: true}), do: :normal
   defp reason(_reason, %{managed: true}), do: {:exit_status, -1}

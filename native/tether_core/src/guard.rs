@@ -116,7 +116,8 @@ pub struct Targets {
     pub kill_group: bool,
     pub cgroup: Option<Cgroup>,
     /// Live children of ours that joined the group this child leads (`{:group, pgid}`): they
-    /// are not its leftovers, so a drain does not signal the group while any is alive.
+    /// are not its leftovers, so while any is alive a drain signals the group's other members
+    /// one by one instead of the whole group.
     pub joiners: AtomicUsize,
 }
 
@@ -181,13 +182,29 @@ impl Targets {
     /// moved out of its group. A group or a process that is already gone is not an error; a
     /// refused target is.
     pub fn signal(&self, signal: i32, reach: Reach) -> Result<(), Errno> {
+        self.signal_sparing(signal, reach, &[])
+    }
+
+    /// Like [`Targets::signal`]; a drain leaves the processes in `spare` alone (children of
+    /// ours that joined the group).
+    pub fn signal_sparing(
+        &self,
+        signal: i32,
+        reach: Reach,
+        spare: &[libc::pid_t],
+    ) -> Result<(), Errno> {
         let own = Target::Process {
             pid: self.pid,
             pidfd: self.pidfd.as_raw_fd(),
         };
         let group = match reach {
             // Siblings that joined the group are children of ours, not leftovers.
-            Reach::Drain if self.has_joiners() => None,
+            Reach::Drain if !spare.is_empty() => {
+                if let Some(Target::Group { pgid, .. }) = self.led_group() {
+                    signal_members(pgid, signal, spare);
+                }
+                None
+            }
             Reach::Drain => self.led_group(),
             Reach::Kill | Reach::Stop => self.signalled_group(),
         };
@@ -215,25 +232,57 @@ impl Targets {
 
     /// Sends one signal of a stop sequence. Any signal but SIGKILL and SIGCONT is followed by
     /// SIGCONT: a job-control stopped process acts on it only once continued.
-    pub fn stop_signal(&self, signal: i32, reach: Reach) -> Result<(), Errno> {
-        let result = self.signal(signal, reach);
+    pub fn stop_signal(
+        &self,
+        signal: i32,
+        reach: Reach,
+        spare: &[libc::pid_t],
+    ) -> Result<(), Errno> {
+        let result = self.signal_sparing(signal, reach, spare);
         if signal != libc::SIGKILL && signal != libc::SIGCONT {
-            let _ = self.signal(libc::SIGCONT, reach);
+            let _ = self.signal_sparing(libc::SIGCONT, reach, spare);
         }
         result
     }
 
     /// Whether anything the child started is still alive once the child itself is reaped: a
-    /// process of its cgroup, or a live (not zombie) member of the group it led.
-    pub fn remains(&self) -> bool {
+    /// process of its cgroup, or a live (not zombie) member of the group it led other than
+    /// those in `spare`.
+    pub fn remains(&self, spare: &[libc::pid_t]) -> bool {
         if self.cgroup.as_ref().is_some_and(Cgroup::populated) {
             return true;
         }
         match self.led_group() {
             Some(group @ Target::Group { pgid, .. }) => {
-                send(group, 0).is_ok() && crate::sys::group_has_live_member(pgid)
+                send(group, 0).is_ok()
+                    && crate::sys::group_live_members(pgid)
+                        .iter()
+                        .any(|pid| !spare.contains(pid))
             }
             _ => false,
+        }
+    }
+}
+
+/// Signals each live member of group `pgid` but those in `spare`, each through a pidfd taken
+/// first and checked to be in the group still (a recycled pid is somebody else's).
+fn signal_members(pgid: libc::pid_t, signal: i32, spare: &[libc::pid_t]) {
+    for pid in crate::sys::group_live_members(pgid) {
+        if spare.contains(&pid) {
+            continue;
+        }
+        let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+            continue;
+        };
+        // SAFETY: getpgid has no memory effects.
+        if unsafe { libc::getpgid(pid) } == pgid {
+            let _ = send(
+                Target::Process {
+                    pid,
+                    pidfd: pidfd.as_raw_fd(),
+                },
+                signal,
+            );
         }
     }
 }
@@ -306,13 +355,13 @@ mod tests {
             cgroup: None,
             joiners: AtomicUsize::new(0),
         };
-        assert!(targets.remains(), "the background sleep lives on");
+        assert!(targets.remains(&[]), "the background sleep lives on");
         targets.signal(libc::SIGKILL, Reach::Drain).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while crate::sys::proc_state(sleeper).is_some_and(|s| s != b'Z') {
             assert!(std::time::Instant::now() < deadline, "sleep survived");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(!targets.remains());
+        assert!(!targets.remains(&[]));
     }
 }

@@ -617,6 +617,15 @@ struct Child {
     exit: Option<(Option<ExitStatus>, Option<Usage>)>,
 }
 
+/// The children of ours that joined the group `targets` leads: a drain spares them.
+fn spared(registry: &Registry, targets: &Targets) -> Vec<libc::pid_t> {
+    if targets.has_joiners() {
+        registry.joiners(targets.pid)
+    } else {
+        Vec::new()
+    }
+}
+
 impl Child {
     /// A child with nothing watched yet, stopped as `command` says.
     fn new(targets: Targets, listener: Box<dyn Listener>, command: &Command) -> Child {
@@ -1224,13 +1233,17 @@ impl EventLoop {
             };
             child.next_step += 1;
             let reach = child.stop_reach();
+            let spare = match reach {
+                Reach::Drain => spared(&self.shared.registry, &child.targets),
+                _ => Vec::new(),
+            };
             match step.action {
                 StopAction::Signal(signal) => {
-                    let _ = child.targets.stop_signal(signal, reach);
+                    let _ = child.targets.stop_signal(signal, reach, &spare);
                 }
                 // The child is gone: its kill command has nothing left to address.
                 StopAction::Command(_) if reach == Reach::Drain => {
-                    let _ = child.targets.stop_signal(libc::SIGTERM, reach);
+                    let _ = child.targets.stop_signal(libc::SIGTERM, reach, &spare);
                 }
                 StopAction::Command(script) => {
                     let pid = child.pid;
@@ -1550,6 +1563,7 @@ impl EventLoop {
             return;
         }
         let targets = child.targets.clone();
+        let spare = spared(&self.shared.registry, &targets);
         let reaped = self
             .shared
             .registry
@@ -1558,7 +1572,7 @@ impl EventLoop {
                     if stopping && !adopted {
                         // A stopped child's leftovers die with it, while its zombie still pins
                         // the group id (which matters where group signals go by number).
-                        let _ = targets.signal(libc::SIGKILL, Reach::Drain);
+                        let _ = targets.signal_sparing(libc::SIGKILL, Reach::Drain, &spare);
                     }
                     sys::reap(pid)
                         .ok()
@@ -1611,7 +1625,8 @@ impl EventLoop {
         }
         let (os_pid, counters) = (child.os_pid, child.counters);
         // Known before the :DOWN, so that whoever gets it sees the draining state at once.
-        let drains = !child.detach && !child.adopted && child.targets.remains();
+        let spare = spared(&self.shared.registry, &child.targets);
+        let drains = !child.detach && !child.adopted && child.targets.remains(&spare);
         if drains {
             child.draining = true;
             self.shared
@@ -1634,9 +1649,8 @@ impl EventLoop {
     }
 
     /// The child is reported and gone (and marked draining), and what it started lives on: stop
-    /// it with the child's
-    /// stop sequence (unless it is kept while the owner lives), and keep it guarded until it
-    /// is gone.
+    /// it with the child's stop sequence (unless it is kept while the owner lives), and keep it
+    /// guarded until it is gone.
     fn drain(&mut self, id: u64) {
         let Some(child) = self.children.get_mut(&id) else {
             return;
@@ -1654,7 +1668,10 @@ impl EventLoop {
         if was_stopping {
             // Its stop already killed the rest; only a last SIGKILL for what got in since.
             child.stopping = true;
-            let _ = child.targets.signal(libc::SIGKILL, Reach::Drain);
+            let spare = spared(&self.shared.registry, &child.targets);
+            let _ = child
+                .targets
+                .signal_sparing(libc::SIGKILL, Reach::Drain, &spare);
         } else if !child.keep_background || !child.listener.keep_while_owner_lives(id) {
             self.begin_stop(id, false, true);
         }
@@ -1691,13 +1708,11 @@ impl EventLoop {
                 )
             };
         }
-        if !child.targets.remains() {
+        if !child
+            .targets
+            .remains(&spared(&self.shared.registry, &child.targets))
+        {
             return self.forget(id);
-        }
-        let sequence_done = child.stopping && child.next_step >= child.stop.len();
-        if sequence_done && !child.targets.has_joiners() && child.stop_deadline.is_none() {
-            // Its stop skipped the group while siblings of ours were in it: finish the job.
-            let _ = child.targets.signal(libc::SIGKILL, Reach::Drain);
         }
         if event {
             return;

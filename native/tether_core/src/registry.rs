@@ -87,6 +87,19 @@ impl Registry {
             .map_err(KillError::Os)
     }
 
+    /// The pids of live children that joined group `pgid` (led by another child).
+    pub(crate) fn joiners(&self, pgid: i32) -> Vec<libc::pid_t> {
+        self.lock()
+            .values()
+            .filter(|e| !e.exited)
+            .filter(|e| {
+                let group = e.targets.group.as_ref();
+                group.is_some_and(|g| g.pgid == pgid && g.leader.is_some())
+            })
+            .map(|e| e.targets.pid)
+            .collect()
+    }
+
     /// The leader pidfd of group `pgid`, if a live child leads it (for a child that joins it).
     pub(crate) fn group_leader(&self, pgid: i32) -> Option<Arc<Targets>> {
         let children = self.lock();
@@ -122,7 +135,7 @@ impl Registry {
         }
         entry.stopping = true;
         if let Some(signal) = entry.first_stop_signal {
-            let _ = entry.targets.stop_signal(signal, Reach::Stop);
+            let _ = entry.targets.stop_signal(signal, Reach::Stop, &[]);
         }
         Ok(Some((entry.id, entry.first_stop_signal.is_some())))
     }

@@ -212,20 +212,20 @@ pub fn bytes_available(fd: RawFd) -> usize {
     }
 }
 
-/// Whether group `pgid` has a member that is not a zombie (a zombie is as good as gone, and
-/// orphaned zombies may wait seconds for init to reap them). Scans `/proc`: for draining
-/// groups only, never on a hot path.
-pub fn group_has_live_member(pgid: i32) -> bool {
+/// The members of group `pgid` that are not zombies (a zombie is as good as gone, and orphaned
+/// zombies may wait seconds for init to reap them). Scans `/proc`: for draining groups only,
+/// never on a hot path.
+pub fn group_live_members(pgid: i32) -> Vec<libc::pid_t> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
+        return Vec::new();
     };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else {
-            return false;
-        };
-        proc_stat_fields(pid).is_some_and(|(state, _, group)| group == pgid && state != b'Z')
-    })
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| {
+            proc_stat_fields(pid).is_some_and(|(state, _, group)| group == pgid && state != b'Z')
+        })
+        .collect()
 }
 
 /// The state letter, parent pid and process group of `/proc/<pid>/stat`.
