@@ -105,7 +105,7 @@ defmodule Tether do
       stopped when the owner dies, the application stops or `stop/1` is called with the
       process's os_pid (and killed with the VM). `info/1` shows `background_jobs: :running`
       until it is gone. Children of Tether that joined the group (`{:group, pgid}`) are not
-      leftovers: the group is signalled only once they are gone.
+      leftovers: they are spared, and the group's other members are signalled one by one.
     * `{:cgroup_limits, [memory_max: bytes, pids_max: n, cpu_max: {quota_us, period_us}]}` -
       limits for the process's own cgroup (cgroup v2 `memory.max`, `pids.max`, `cpu.max`).
       Where cgroups are off, or the hierarchy does not enable that controller, `run/2`
