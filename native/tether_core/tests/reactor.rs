@@ -509,7 +509,7 @@ fn usage_is_reported() {
 
 #[test]
 fn flow_control_holds_output_and_the_exit_until_credit_comes() {
-    let mut command = Command::new(["head", "-c", "3000000", "/dev/zero"]);
+    let mut command = Command::new(["head", "-c", "10000000", "/dev/zero"]);
     command.stdout = Output::Pipe;
     command.stdout_credit = Some(1);
     let (result, rx) = start(command);
@@ -522,7 +522,8 @@ fn flow_control_holds_output_and_the_exit_until_credit_comes() {
         rx.recv_timeout(WAIT).unwrap(),
         Event::Passive(Stream::Stdout)
     );
-    // Passive: nothing more is read, the producer blocks, no exit is reported.
+    // Passive: nothing more is read, the producer blocks, no exit is reported (10 MB: more
+    // than three reads can take, so the producer is still running).
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     reactor()
         .activate(os_pid, Some(Stream::Stdout), Some(2))
@@ -540,7 +541,7 @@ fn flow_control_holds_output_and_the_exit_until_credit_comes() {
     );
     reactor().activate(os_pid, None, None).unwrap();
     let (rest, _, status) = finish(&rx);
-    assert_eq!(total + rest.len(), 3_000_000);
+    assert_eq!(total + rest.len(), 10_000_000);
     assert_eq!(status, Some(ExitStatus::Exited(0)));
 }
 
