@@ -11,9 +11,9 @@ defmodule Mix.Tasks.Compile.TetherNative do
   """
   use Mix.Task.Compiler
 
-  # The NIF and the watchdog program it starts, built by one cargo call.
-  @packages ["tether_nif", "tether_watchdog"]
-  @artifacts ["libtether_nif.so", "tether_watchdog"]
+  # The NIF and the programs it starts (watchdog, spawner), built by one cargo call.
+  @packages ["tether_nif", "tether_watchdog", "tether_spawner"]
+  @artifacts ["libtether_nif.so", "tether_watchdog", "tether_spawner"]
 
   @impl true
   def run(_args) do
