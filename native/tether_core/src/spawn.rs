@@ -155,8 +155,9 @@ struct ChildContext {
     report: RawFd,
     /// A value to write to `/proc/self/oom_score_adj` (NUL-terminated), or null.
     oom_score_adj: *const libc::c_char,
-    /// 0 until the child fails; then the errno of the failure.
-    error: AtomicI32,
+    /// 0 until the child fails; then the errno of the failure. Memory the parent sees: ours
+    /// (CLONE_VM), or the spawner's shared page.
+    error: *const AtomicI32,
 }
 
 /// argv, envp and the exec candidates as C arrays, owned here for the duration of the spawn.
@@ -599,6 +600,7 @@ pub(crate) fn spawn_with(
     let (pid, pidfd, errno) = match remote {
         Some(done) => done,
         None => {
+            let error = AtomicI32::new(0);
             let context = ChildContext {
                 candidates: prepared.candidates.as_ptr(),
                 argv: prepared.argv.as_ptr(),
@@ -625,10 +627,10 @@ pub(crate) fn spawn_with(
                 group_count: user.as_ref().map_or(0, |u| u.groups.len()),
                 report: -1,
                 oom_score_adj: std::ptr::null(),
-                error: AtomicI32::new(0),
+                error: &error,
             };
-            let (pid, pidfd) = clone_child(&context, stack, extra_flags)?;
-            match context.error.load(Ordering::SeqCst) {
+            let (pid, pidfd) = clone_child(&context, stack, DIRECT_FLAGS | extra_flags)?;
+            match error.load(Ordering::SeqCst) {
                 0 => (pid, Some(pidfd), 0),
                 errno => {
                     // The child has already exited (vfork semantics): reap it so no zombie
@@ -863,13 +865,21 @@ pub(crate) fn clone_request(
             -1
         },
         oom_score_adj: oom.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-        error: AtomicI32::new(0),
+        error: own.error,
     };
-    match clone_child(&context, stack, libc::CLONE_PARENT) {
+    // SAFETY: `own.error` points to the spawner's shared page, alive for its whole life.
+    let error = unsafe { &*own.error };
+    error.store(0, Ordering::SeqCst);
+    // Not CLONE_VM: the child gets a copy of the spawner's few anonymous pages (its text is
+    // not copied), so the peak RSS the kernel folds into its max_rss at execve is not the
+    // spawner's whole (~1.2 MB, more than /bin/true's own). CLONE_VFORK still holds us until
+    // it execs; the errno comes back through the shared page.
+    let flags = libc::CLONE_PARENT | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    match clone_child(&context, stack, flags) {
         Ok((pid, pidfd)) => (
             Response {
                 pid,
-                errno: context.error.load(Ordering::SeqCst),
+                errno: error.load(Ordering::SeqCst),
             },
             Some(pidfd),
         ),
@@ -878,12 +888,16 @@ pub(crate) fn clone_request(
     }
 }
 
+/// A direct spawn's clone: the child runs in our memory until `execve` (vfork semantics).
+const DIRECT_FLAGS: libc::c_int =
+    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+
 /// Clones the child with every signal blocked in this thread, so that no handler of ours runs on
 /// the child's stack before it has reset its dispositions.
 fn clone_child(
     context: &ChildContext,
     stack: &mut ChildStack,
-    extra_flags: libc::c_int,
+    flags: libc::c_int,
 ) -> Result<(libc::pid_t, OwnedFd), SpawnError> {
     // SAFETY: sigset_t is plain data and is initialised by sigfillset before use.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -895,8 +909,7 @@ fn clone_child(
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
     let mut pidfd: libc::c_int = -1;
-    let flags =
-        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD | extra_flags;
+
     // SAFETY: `child_main` only makes async-signal-safe calls and reads `context`, which outlives
     // the call: with CLONE_VFORK this thread is suspended until the child execs or exits. The
     // stack is ours, unused by anyone else, and its top is 16-byte aligned. With CLONE_PIDFD the
@@ -929,7 +942,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let fail = |errno: libc::c_int| -> ! {
             let errno = errno.max(1);
-            context.error.store(errno, Ordering::SeqCst);
+            (*context.error).store(errno, Ordering::SeqCst);
             if context.report >= 0 {
                 libc::write(context.report, (&errno as *const libc::c_int).cast(), 4);
             }

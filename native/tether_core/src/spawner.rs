@@ -840,6 +840,9 @@ fn receive_response(socket: RawFd) -> Result<Result<(Response, Option<OwnedFd>),
 /// from the VM's.
 pub struct Own {
     pub oom_score_adj: Option<i32>,
+    /// Where a child stores the errno of a failure: a `MAP_SHARED` page, so that it is seen
+    /// here although the child runs in a copy of our memory.
+    pub error: *const std::sync::atomic::AtomicI32,
 }
 
 /// The spawner program's main loop over the socket on `socket`: one request, one child, one
@@ -873,19 +876,26 @@ pub fn serve(socket: RawFd) -> i32 {
             libc::close(null);
         }
     }
+    // SAFETY: an anonymous shared mapping of one page, never unmapped.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return 1;
+    }
     let own = Own {
         oom_score_adj: std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok()),
-    };
-    // Resetting the high-water mark before each clone keeps the child's max_rss its own: the
-    // kernel folds this process's peak RSS into the child's at execve.
-    // SAFETY: a NUL-terminated literal path.
-    let clear_refs = unsafe {
-        libc::open(
-            c"/proc/self/clear_refs".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        )
+        // A zeroed page is a valid AtomicI32 of 0, suitably aligned.
+        error: page.cast(),
     };
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut stack = ChildStack::default();
@@ -907,10 +917,6 @@ pub fn serve(socket: RawFd) -> i32 {
         };
         let (response, pidfd) = match Request::decode(&buf[..n]) {
             Ok(request) if request.fd_count as usize == fds.len() => {
-                if clear_refs >= 0 {
-                    // SAFETY: writes one byte from a literal.
-                    unsafe { libc::pwrite(clear_refs, b"5".as_ptr().cast(), 1, 0) };
-                }
                 spawn::clone_request(&request, &fds, &own, &mut stack)
             }
             _ => (
