@@ -594,6 +594,9 @@ impl Client {
             drop(report_write);
             let answer = match sent {
                 Ok(()) => receive_response(socket),
+                // A descriptor of ours is bad (a standard fd the VM closed) or the request is
+                // too big: nothing was sent, and the spawner is fine. Spawn directly.
+                Err(Errno::EBADF | Errno::EMSGSIZE | Errno::ENOBUFS) => return Ok(None),
                 Err(errno) => Err(errno),
             };
             match answer {
