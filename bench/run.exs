@@ -297,7 +297,10 @@ defmodule Bench do
         for _ <- 1..n, do: Port.open({:spawn_executable, sleep}, [:exit_status, args: ["1000"]])
       end)
 
-    per_child = per_child(memory, n)
+    # A Port makes no process and no ETS record: its own memory is what it costs there (the
+    # delta of the VM's process memory is noise left by earlier rows, and went negative).
+    own = ports |> Enum.map(&elem(Port.info(&1, :memory), 1)) |> Enum.sum()
+    per_child = per_child(memory, n) |> Map.put(:processes_ets, own / n)
     os_pids = for port <- ports, do: elem(Port.info(port, :os_pid), 1)
 
     # A Port cannot stop its program: signal every one, then wait for every exit status.
@@ -313,14 +316,19 @@ defmodule Bench do
     %{start_ms: start_us / 1000, stop_ms: stop_us / 1000, per_child: per_child}
   end
 
-  # What a child costs the BEAM: `:processes_ets` (its processes and ETS records) and `:all`
-  # (everything but binaries and code: also ports, NIF resources, monitors). Binaries are left
-  # out because earlier rows' are released asynchronously.
+  # What a child costs the BEAM: `:processes_ets` (its processes and ETS records; for a Port,
+  # the port's own memory instead) and `:all` (everything but
+  # binaries and code: also NIF resources, monitors). Binaries are left out because earlier
+  # rows' are released asynchronously.
   defp per_child(before, n) do
     Map.new(beam_memory(), fn {kind, bytes} -> {kind, (bytes - before[kind]) / n} end)
   end
 
+  # The baseline is taken once the processes of earlier rows are gone: a Tether.Process exits
+  # after its :DOWN, asynchronously, and counting that memory as freed by the next row's
+  # children printed a negative figure for Ports.
   defp beam_memory do
+    settle(Process.list() |> length(), 50)
     Enum.each(Process.list(), &:erlang.garbage_collect/1)
     memory = Map.new(:erlang.memory())
 
@@ -328,6 +336,59 @@ defmodule Bench do
       processes_ets: memory.processes + memory.ets,
       all: memory.total - memory.binary - memory.code - memory.atom
     }
+  end
+
+  defp settle(_count, 0), do: :ok
+
+  defp settle(count, tries) do
+    Process.sleep(20)
+
+    case length(Process.list()) do
+      ^count -> :ok
+      now -> settle(now, tries - 1)
+    end
+  end
+
+  # ── Scaling and rusage ───────────────────────────────────────────────────────────────────
+
+  # `n` more live children (sleepers, stopped later by `stop_sleepers/1`); returns their
+  # os_pids and the start time of all of them in µs.
+  def start_sleepers(n) do
+    :timer.tc(fn -> for _ <- 1..n, do: elem(Tether.run(["sleep", "1000"], [:monitor]), 2) end)
+  end
+
+  # Stops them and waits until their Tether.Process processes are gone too (up to 30 s): the
+  # memory row that follows takes its baseline then, or it counts their exit as freed memory.
+  def stop_sleepers(os_pids, processes_before) do
+    Enum.each(os_pids, &Tether.stop/1)
+    for os_pid <- os_pids, do: receive(do: ({:DOWN, ^os_pid, _, _, _} -> :ok))
+    wait_processes(processes_before, 1500)
+  end
+
+  defp wait_processes(before, tries) do
+    if tries > 0 and length(Process.list()) > before + 10 do
+      Process.sleep(20)
+      wait_processes(before, tries - 1)
+    end
+  end
+
+  # max_rss in KiB as Tether reports it, and as `/usr/bin/time -v` does (median of 3 each).
+  def max_rss(argv) do
+    tether =
+      for _ <- 1..3 do
+        {:ok, _, os_pid} = Tether.run(argv, [:monitor])
+        receive do: ({:DOWN, ^os_pid, _, _, _} -> :ok)
+        div(Tether.info(os_pid).max_rss, 1024)
+      end
+
+    time =
+      for _ <- 1..3 do
+        {out, _} = System.cmd("/usr/bin/time", ["-v" | argv], stderr_to_stdout: true)
+        [_, kib] = Regex.run(~r/Maximum resident set size \(kbytes\): (\d+)/, out)
+        String.to_integer(kib)
+      end
+
+    {stats(tether).median, stats(time).median}
   end
 
   # ── Output ───────────────────────────────────────────────────────────────────────────────
@@ -426,6 +487,54 @@ mem_port = Bench.slow_consumer(:port, memory_ms)
 mem_active = Bench.slow_consumer(true, memory_ms)
 mem_once = Bench.slow_consumer(:once, memory_ms)
 
+IO.puts("· spawn latency with 0, 5,000 and 10,000 live children")
+# Room for 10,000 sleepers and the spawns measured beside them.
+spawner_path = Tether.Config.spawner_path(Tether.Native.native_dir())
+
+configure = fn spawner ->
+  :ok =
+    Tether.Native.configure(
+      20_000,
+      Tether.Config.get(:read_chunk),
+      Tether.Config.get(:busy_poll_us),
+      nil,
+      spawner
+    )
+end
+
+configure.(spawner_path)
+
+# The same spawns cloned by the VM itself (`spawner: false`), in the same batches: why the
+# spawner exists.
+direct = fn count ->
+  configure.(nil)
+  samples = for _ <- 1..count, do: Bench.tether_spawn()
+  configure.(spawner_path)
+  samples
+end
+
+scale_runs = if quick?, do: 200, else: 600
+
+scale = fn ->
+  Bench.spawn_latency(scale_runs,
+    tether: &Bench.tether_spawn/0,
+    port: &Bench.port_spawn/0,
+    direct: direct
+  )
+end
+
+processes_before = length(Process.list())
+none_live = scale.()
+{start_5k_us, sleepers_5k} = Bench.start_sleepers(5000)
+live_5k = scale.()
+{start_10k_us, sleepers_10k} = Bench.start_sleepers(5000)
+live_10k = scale.()
+Bench.stop_sleepers(sleepers_5k ++ sleepers_10k, processes_before)
+
+IO.puts("· max_rss against /usr/bin/time -v")
+rss_true = Bench.max_rss([System.find_executable("true")])
+rss_big = Bench.max_rss(["perl", "-e", "$x = \"x\" x (300 * 1024 * 1024)"])
+
 IO.puts("· #{many} concurrent children")
 tether_many = Bench.tether_many(many)
 port_many_result = Bench.port_many(port_many)
@@ -437,7 +546,7 @@ rows = [
     "spawn→DOWN `/bin/true`, median µs",
     "#{small.tether.median}",
     "Port #{small.port.median}; System.cmd #{small.system_cmd.median}; raw floor #{floor_median}",
-    "#{Bench.ratio(small.tether.median, small.port.median)} Port (≤ 0.7×), #{Bench.ratio(small.tether.median, floor_median)} floor (≤ 1.3×)"
+    "#{Bench.ratio(small.tether.median, floor_median)} floor (≤ 1.1×), #{Bench.ratio(small.tether.median, small.port.median)} Port (≤ 0.7×)"
   ],
   [
     "spawn→DOWN `/bin/true`, p99 µs",
@@ -450,6 +559,24 @@ rows = [
     "#{large.tether.median}",
     "Tether small VM #{small.tether.median}; Port #{large.port.median}",
     "#{Bench.ratio(large.tether.median, small.tether.median)} small VM (≤ 1.2×)"
+  ],
+  [
+    "spawn→DOWN `/bin/true` with 5,000 / 10,000 live children, median µs",
+    "#{live_5k.tether.median} / #{live_10k.tether.median}",
+    "none live #{none_live.tether.median}; Port #{none_live.port.median} / #{live_5k.port.median} / #{live_10k.port.median}; cloned by the VM (`spawner: false`) #{none_live.direct.median} / #{live_5k.direct.median} / #{live_10k.direct.median}",
+    "#{Bench.ratio(live_5k.tether.median, none_live.tether.median)} / #{Bench.ratio(live_10k.tether.median, none_live.tether.median)} none live (≤ 1.1×); VM-cloned #{Bench.ratio(live_5k.direct.median, none_live.direct.median)} / #{Bench.ratio(live_10k.direct.median, none_live.direct.median)}"
+  ],
+  [
+    "start time per child, 5,000 started beside 5,000 live / all #{many} from none, µs",
+    "#{Bench.fmt(start_10k_us / 5000)} / #{Bench.fmt(tether_many.start_ms * 1000 / many)}",
+    "Port (#{port_many} from none) #{Bench.fmt(port_many_result.start_ms * 1000 / port_many)}",
+    "#{Bench.ratio(start_10k_us / 5000, port_many_result.start_ms * 1000 / port_many)} / #{Bench.ratio(tether_many.start_ms * 1000 / many, port_many_result.start_ms * 1000 / port_many)} Port (≤ 1.0×); first 5,000: #{Bench.fmt(start_5k_us / 5000)} µs"
+  ],
+  [
+    "max_rss of `/bin/true` / of perl allocating 300 MB (median of 3), KiB",
+    "#{elem(rss_true, 0)} / #{elem(rss_big, 0)}",
+    "/usr/bin/time -v #{elem(rss_true, 1)} / #{elem(rss_big, 1)}",
+    "#{Bench.ratio(elem(rss_true, 0), elem(rss_true, 1))} / #{Bench.ratio(elem(rss_big, 0), elem(rss_big, 1))} time -v (within 10%)"
   ],
   [
     "stdout throughput, #{mib} MiB from dd (median of #{rounds}), GB/s",
@@ -482,7 +609,7 @@ rows = [
     "stop-all ≤ 1000 ms"
   ],
   [
-    "#{many} children: BEAM memory per child (processes + ETS; all but binaries), bytes",
+    "#{many} children: BEAM memory per child (processes + ETS, a Port's own; all but binaries), bytes",
     "#{Bench.fmt(tether_many.per_child.processes_ets)}; #{Bench.fmt(tether_many.per_child.all)}",
     "Port #{Bench.fmt(port_many_result.per_child.processes_ets)}; #{Bench.fmt(port_many_result.per_child.all)}",
     "processes + ETS ≤ 2048; report"

@@ -20,13 +20,16 @@ defmodule Tether.Application do
       # The watchdog kills every child group when the VM dies; it starts here, with the
       # configured program (the NIF may have loaded before the application's env was set).
       watchdog = Tether.Config.watchdog_path(Tether.Native.native_dir())
+      # Children are cloned from a small spawner process (nil: from the VM's reactor thread).
+      spawner = Tether.Config.spawner_path(Tether.Native.native_dir())
 
       :ok =
         Tether.Native.configure(
           config.max_children,
           config.read_chunk,
           config.busy_poll_us,
-          watchdog
+          watchdog,
+          spawner
         )
 
       case configure_cgroups(config) do

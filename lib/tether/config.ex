@@ -14,6 +14,8 @@ defmodule Tether.Config do
                                   # sleeps (0..10_000; 0: never): CPU for lower latency
         cgroups: :auto,           # a cgroup v2 per child: :auto (where the hierarchy is
                                   # writable), true (or the application fails to start), false
+        spawner: true,            # clone children from a small spawner process (false: from
+                                  # the VM); a missing tether_spawner program means false
         cgroup_root: nil          # the cgroup2 directory to make them in (default: the VM's own
                                   # cgroup); each VM uses <root>/tether-<os_pid>
 
@@ -36,6 +38,7 @@ defmodule Tether.Config do
     read_chunk: 1_048_576,
     busy_poll_us: 50,
     cgroups: :auto,
+    spawner: true,
     cgroup_root: nil
   ]
 
@@ -84,6 +87,16 @@ defmodule Tether.Config do
     if File.regular?(path), do: path
   end
 
+  @doc """
+  The spawner program to clone children from: `native_dir/tether_spawner` unless
+  `spawner: false` is configured or the program is missing (then children are cloned from the VM).
+  """
+  @spec spawner_path(Path.t()) :: Path.t() | nil
+  def spawner_path(native_dir) do
+    path = Path.join(native_dir, "tether_spawner")
+    if Application.get_env(:tether, :spawner, true) != false and File.regular?(path), do: path
+  end
+
   defp erlexec_port_path do
     case Application.get_env(:erlexec, :port_path) do
       path when is_binary(path) or is_list(path) -> IO.chardata_to_string(path)
@@ -127,6 +140,7 @@ defmodule Tether.Config do
   defp valid?(:read_chunk, n), do: is_integer(n) and n >= 1024 and n <= 16 * 1024 * 1024
   defp valid?(:busy_poll_us, n), do: is_integer(n) and n >= 0 and n <= 10_000
   defp valid?(:cgroups, mode), do: mode in [:auto, true, false]
+  defp valid?(:spawner, on), do: is_boolean(on)
 
   defp valid?(:cgroup_root, path),
     do: is_nil(path) or (is_binary(path) and Path.type(path) == :absolute)
@@ -142,6 +156,7 @@ defmodule Tether.Config do
         :read_chunk -> "bytes from 1024 to 16777216"
         :busy_poll_us -> "microseconds from 0 to 10000"
         :cgroups -> ":auto, true or false"
+        :spawner -> "true or false"
         :cgroup_root -> "nil or the absolute path of a cgroup2 directory"
       end
 

@@ -32,7 +32,10 @@ defmodule Tether.Native do
   def winsz(_os_pid, _rows, _cols), do: err()
   def counters(_os_pid, _reply_to, _ref), do: err()
   def rlimit_known(_name), do: err()
-  def configure(_max_children, _read_chunk, _busy_poll_us, _watchdog_path), do: err()
+
+  def configure(_max_children, _read_chunk, _busy_poll_us, _watchdog_path, _spawner_path),
+    do: err()
+
   def count(), do: err()
   def leftovers(), do: err()
   def configure_cgroups(_mode, _base), do: err()
@@ -46,6 +49,7 @@ defmodule Tether.Native do
   def stop_all(_reply_to), do: err()
   def signal_number(_name), do: err()
   def watchdog_os_pid(), do: err()
+  def spawner_os_pid(), do: err()
 
   defp err, do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -18,6 +18,7 @@ pub mod reactor;
 pub mod registry;
 pub mod signal;
 pub mod spawn;
+pub mod spawner;
 pub mod status;
 mod sys;
 mod watchdog;

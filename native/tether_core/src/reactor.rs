@@ -29,6 +29,7 @@ use crate::command::{Command, Group, StopAction, StopStep};
 use crate::guard::{self, Reach, Targets};
 use crate::registry::{Entry, KillError, NoProcess, Registry, Tag};
 use crate::spawn::{self, ChildStack, SpawnError};
+use crate::spawner;
 use crate::status::ExitStatus;
 use crate::sys;
 use crate::watchdog::{Interest, Watchdog};
@@ -179,6 +180,9 @@ enum Request {
     SetWatchdog {
         program: Vec<u8>,
     },
+    SetSpawner {
+        program: Option<Vec<u8>>,
+    },
     SetCgroups {
         root: Option<Root>,
     },
@@ -195,6 +199,7 @@ struct Shared {
     registry: Registry,
     next_id: AtomicU64,
     watchdog_pid: AtomicI32,
+    spawner_pid: AtomicI32,
     /// Children beyond this are refused (`SpawnError::MaxChildren`).
     max_children: AtomicUsize,
     /// Largest single read from a pipe.
@@ -245,6 +250,7 @@ impl Reactor {
             registry: Registry::default(),
             next_id: AtomicU64::new(1),
             watchdog_pid: AtomicI32::new(0),
+            spawner_pid: AtomicI32::new(0),
             max_children: AtomicUsize::new(DEFAULT_MAX_CHILDREN),
             read_chunk: AtomicUsize::new(READ_CHUNK),
             busy_poll_us: AtomicU64::new(0),
@@ -516,6 +522,20 @@ impl Reactor {
         self.send(Request::SetWatchdog { program });
     }
 
+    /// Clones children from the spawner program at `program` (`None`: from the reactor thread).
+    /// It starts with the next spawn.
+    pub fn set_spawner(&self, program: Option<Vec<u8>>) {
+        self.send(Request::SetSpawner { program });
+    }
+
+    /// The spawner program's pid while it runs.
+    pub fn spawner_pid(&self) -> Option<u32> {
+        match self.shared.spawner_pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid as u32),
+        }
+    }
+
     /// The watchdog program's pid while it runs.
     pub fn watchdog_pid(&self) -> Option<u32> {
         match self.shared.watchdog_pid.load(Ordering::Relaxed) {
@@ -703,6 +723,8 @@ const DRAIN_CHECK_MAX: Duration = Duration::from_secs(1);
 const WAKE_TOKEN: u64 = 0;
 const WATCHDOG_EXIT_TOKEN: u64 = 1;
 const WATCHDOG_STDIN_TOKEN: u64 = 2;
+/// Below every child's token (ids start at 1) and of no pipe kind.
+const SPAWNER_EXIT_TOKEN: u64 = 5;
 // Child ids start at 1, so child tokens (`id << 3 | kind`) never collide with the above.
 const KIND_EXIT: u64 = 0;
 const KIND_STDOUT: u64 = 1;
@@ -733,6 +755,8 @@ struct EventLoop {
     dev_null: OwnedFd,
     buffer: Vec<u8>,
     watchdog: Watchdog,
+    /// The small process children are cloned from.
+    spawner: spawner::Client,
     /// Where child cgroups are made (`None`: no cgroups).
     cgroups: Option<Root>,
 }
@@ -766,6 +790,7 @@ impl EventLoop {
             dev_null: sys::open_dev_null()?,
             buffer: vec![0; READ_CHUNK],
             watchdog: Watchdog::new(options.watchdog),
+            spawner: spawner::Client::new(),
             cgroups: None,
             shared,
         };
@@ -877,6 +902,10 @@ impl EventLoop {
                 sys::eventfd_signal(self.shared.wake.as_raw_fd());
             }
             WATCHDOG_EXIT_TOKEN => self.on_watchdog_exit(),
+            SPAWNER_EXIT_TOKEN => {
+                self.spawner.on_exit();
+                self.note_spawner();
+            }
             WATCHDOG_STDIN_TOKEN => {
                 let writable = self.watchdog.flush();
                 self.apply_writable(writable);
@@ -958,6 +987,10 @@ impl EventLoop {
                 }
                 self.cgroups = root;
             }
+            Request::SetSpawner { program } => {
+                self.spawner.set_program(program);
+                self.note_spawner();
+            }
             Request::SetWatchdog { program } => {
                 if self.watchdog.set_program(program) {
                     self.guarded(0, Self::start_watchdog);
@@ -1013,9 +1046,17 @@ impl EventLoop {
         };
         let procs = cgroup.as_ref().map(|c| c.procs.as_c_str());
         let spawned = catch_unwind(AssertUnwindSafe(|| {
-            spawn::spawn(command, &mut self.stack, self.dev_null.as_raw_fd(), procs)
+            spawn::spawn_with(
+                command,
+                &mut self.stack,
+                self.dev_null.as_raw_fd(),
+                procs,
+                Some(&mut self.spawner),
+                0,
+            )
         }))
         .unwrap_or(Err(SpawnError::Internal));
+        self.note_spawner();
         let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(error) => {
@@ -1821,6 +1862,17 @@ impl EventLoop {
                 let _ = catch_unwind(AssertUnwindSafe(done));
             }
         }
+    }
+
+    // ── The spawner ──────────────────────────────────────────────────────────────────────────
+
+    /// Watches a newly started spawner's exit and publishes its pid.
+    fn note_spawner(&mut self) {
+        if let Some(pidfd) = self.spawner.started.take() {
+            let _ = self.watch(pidfd, SPAWNER_EXIT_TOKEN, libc::EPOLLIN);
+        }
+        let pid = self.spawner.pid().unwrap_or(0);
+        self.shared.spawner_pid.store(pid, Ordering::Relaxed);
     }
 
     // ── The watchdog ─────────────────────────────────────────────────────────────────────────

@@ -17,6 +17,8 @@
 //!   through it, so a recycled pid is never signalled.
 
 use crate::command::{Command, EnvChange, Group, Input, Output};
+use crate::spawner::{Client, FileTarget, Own, Request, Response};
+use crate::spawner::{TARGET_CLOSE, TARGET_FILE, TARGET_OTHER};
 use crate::sys;
 use nix::errno::Errno;
 use std::ffi::CString;
@@ -149,8 +151,13 @@ struct ChildContext {
     user: Option<(libc::uid_t, libc::gid_t)>,
     groups: *const libc::gid_t,
     group_count: usize,
-    /// 0 until the child fails; then the errno of the failure.
-    error: AtomicI32,
+    /// The write end of the spawner's report pipe (our pid, then a failure's errno), or -1.
+    report: RawFd,
+    /// A value to write to `/proc/self/oom_score_adj` (NUL-terminated), or null.
+    oom_score_adj: *const libc::c_char,
+    /// 0 until the child fails; then the errno of the failure. Memory the parent sees: ours
+    /// (CLONE_VM), or the spawner's shared page.
+    error: *const AtomicI32,
 }
 
 /// argv, envp and the exec candidates as C arrays, owned here for the duration of the spawn.
@@ -527,6 +534,31 @@ pub fn spawn(
     dev_null: RawFd,
     cgroup_procs: Option<&std::ffi::CStr>,
 ) -> Result<Spawned, SpawnError> {
+    spawn_with(command, stack, dev_null, cgroup_procs, None, 0)
+}
+
+/// [`spawn`] from this thread, with `extra_flags` added to the clone (`CLONE_FS` for the
+/// spawner itself).
+pub(crate) fn spawn_direct(
+    command: &Command,
+    stack: &mut ChildStack,
+    dev_null: RawFd,
+    cgroup_procs: Option<&std::ffi::CStr>,
+    extra_flags: libc::c_int,
+) -> Result<Spawned, SpawnError> {
+    spawn_with(command, stack, dev_null, cgroup_procs, None, extra_flags)
+}
+
+/// [`spawn`] through `spawner` when it is given and usable; else (or when it cannot serve this
+/// request) from this thread.
+pub(crate) fn spawn_with(
+    command: &Command,
+    stack: &mut ChildStack,
+    dev_null: RawFd,
+    cgroup_procs: Option<&std::ffi::CStr>,
+    spawner: Option<&mut Client>,
+    extra_flags: libc::c_int,
+) -> Result<Spawned, SpawnError> {
     if sys::sigchld_ignored() {
         return Err(SpawnError::SigchldIgnored);
     }
@@ -550,39 +582,70 @@ pub fn spawn(
         Group::Join(pgid) => pgid,
         Group::Inherit => -1,
     };
-    let context = ChildContext {
-        candidates: prepared.candidates.as_ptr(),
-        argv: prepared.argv.as_ptr(),
-        envp: prepared.envp.as_ptr(),
-        cwd: prepared
-            .cwd
-            .as_ref()
-            .map_or(std::ptr::null(), |c| c.as_ptr()),
-        stdio: stdio.targets,
-        files: stdio.files,
-        controlling_tty: stdio.controlling_tty,
-        cgroup_procs: cgroup_procs.map_or(std::ptr::null(), |p| p.as_ptr()),
-        group,
-        pdeathsig: !command.detach,
-        // SAFETY: getpid has no preconditions.
-        parent_pid: unsafe { libc::getpid() },
-        nice: command.nice,
-        rlimits: rlimits.as_ptr(),
-        rlimit_count: rlimits.len(),
-        user: user.as_ref().map(|u| (u.uid, u.gid)),
-        groups: user
-            .as_ref()
-            .map_or(std::ptr::null(), |u| u.groups.as_ptr()),
-        group_count: user.as_ref().map_or(0, |u| u.groups.len()),
-        error: AtomicI32::new(0),
+    let remote = match spawner {
+        Some(client) => {
+            let (mut request, fds) = request_of(
+                command,
+                &prepared,
+                &stdio,
+                cgroup_procs,
+                group,
+                &rlimits,
+                user.as_ref(),
+            );
+            client.spawn(&mut request, &fds, stack, dev_null)?
+        }
+        None => None,
     };
-
-    let (pid, pidfd) = clone_child(&context, stack)?;
+    let (pid, pidfd, errno) = match remote {
+        Some(done) => done,
+        None => {
+            let error = AtomicI32::new(0);
+            let context = ChildContext {
+                candidates: prepared.candidates.as_ptr(),
+                argv: prepared.argv.as_ptr(),
+                envp: prepared.envp.as_ptr(),
+                cwd: prepared
+                    .cwd
+                    .as_ref()
+                    .map_or(std::ptr::null(), |c| c.as_ptr()),
+                stdio: stdio.targets,
+                files: stdio.files,
+                controlling_tty: stdio.controlling_tty,
+                cgroup_procs: cgroup_procs.map_or(std::ptr::null(), |p| p.as_ptr()),
+                group,
+                pdeathsig: !command.detach,
+                // SAFETY: getpid has no preconditions.
+                parent_pid: unsafe { libc::getpid() },
+                nice: command.nice,
+                rlimits: rlimits.as_ptr(),
+                rlimit_count: rlimits.len(),
+                user: user.as_ref().map(|u| (u.uid, u.gid)),
+                groups: user
+                    .as_ref()
+                    .map_or(std::ptr::null(), |u| u.groups.as_ptr()),
+                group_count: user.as_ref().map_or(0, |u| u.groups.len()),
+                report: -1,
+                oom_score_adj: std::ptr::null(),
+                error: &error,
+            };
+            let (pid, pidfd) = clone_child(&context, stack, DIRECT_FLAGS | extra_flags)?;
+            match error.load(Ordering::SeqCst) {
+                0 => (pid, Some(pidfd), 0),
+                errno => {
+                    // The child has already exited (vfork semantics): reap it so no zombie
+                    // stays.
+                    let _ = sys::reap(pid);
+                    (pid, None, errno)
+                }
+            }
+        }
+    };
     // The child's ends close when `stdio` drops; ours are returned.
     let [stdin, stdout, stderr] = stdio.ours;
     let terminal = stdio.terminal;
-    match context.error.load(Ordering::SeqCst) {
-        0 => Ok(Spawned {
+    match (errno, pidfd) {
+        (0, Some(pidfd)) => Ok(Spawned {
             pid,
             pidfd,
             stdin,
@@ -590,19 +653,251 @@ pub fn spawn(
             stderr,
             terminal,
         }),
-        errno => {
-            // The child has already exited (vfork semantics): reap it so no zombie stays.
-            let _ = sys::reap(pid);
-            Err(SpawnError::Os(Errno::from_raw(errno)))
-        }
+        (0, None) => Err(SpawnError::Internal),
+        (errno, _) => Err(SpawnError::Os(Errno::from_raw(errno))),
     }
 }
+
+/// The spawner's request for a child, and the descriptors it carries (the request's indices).
+fn request_of(
+    command: &Command,
+    prepared: &Prepared,
+    stdio: &Stdio,
+    cgroup_procs: Option<&std::ffi::CStr>,
+    group: libc::pid_t,
+    rlimits: &[(libc::__rlimit_resource_t, libc::rlimit)],
+    user: Option<&User>,
+) -> (Request, Vec<RawFd>) {
+    fn index(fds: &mut Vec<RawFd>, fd: RawFd) -> i32 {
+        match fds.iter().position(|&f| f == fd) {
+            Some(i) => i as i32,
+            None => {
+                fds.push(fd);
+                fds.len() as i32 - 1
+            }
+        }
+    }
+    let mut fds = Vec::new();
+    let mut targets = [TARGET_CLOSE; 3];
+    for (to, (target, &from)) in targets.iter_mut().zip(&stdio.targets).enumerate() {
+        *target = match from {
+            CLOSE => TARGET_CLOSE,
+            OTHER => TARGET_OTHER,
+            FILE => TARGET_FILE,
+            // The VM's own descriptor is sent: the spawner's standard fds are not the VM's.
+            INHERIT => index(&mut fds, to as RawFd),
+            fd => index(&mut fds, fd),
+        };
+    }
+    let mut files: [Option<FileTarget>; 3] = [None, None, None];
+    for (file, child) in files.iter_mut().zip(&stdio.files) {
+        if !child.path.is_null() {
+            *file = Some(FileTarget {
+                // SAFETY: the path points into a CString that `stdio` keeps.
+                path: unsafe { std::ffi::CStr::from_ptr(child.path) }
+                    .to_bytes()
+                    .to_vec(),
+                flags: child.flags,
+                mode: child.mode,
+            });
+        }
+    }
+    let controlling_tty = if stdio.controlling_tty >= 0 {
+        index(&mut fds, stdio.controlling_tty)
+    } else {
+        -1
+    };
+    let request = Request {
+        strings: prepared._strings.bytes.clone(),
+        argc: (prepared.argv.len() - 1) as u32,
+        envc: (prepared.envp.len() - 1) as u32,
+        cwd: prepared.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
+        stdio: targets,
+        files,
+        controlling_tty,
+        cgroup_procs: cgroup_procs.map(|p| p.to_bytes().to_vec()),
+        group,
+        pdeathsig: !command.detach,
+        // SAFETY: getpid has no preconditions.
+        parent_pid: unsafe { libc::getpid() },
+        nice: command.nice,
+        rlimits: rlimits
+            .iter()
+            .map(|(r, l)| (*r, l.rlim_cur, l.rlim_max))
+            .collect(),
+        user: user.map(|u| (u.uid, u.gid)),
+        groups: user.map_or(Vec::new(), |u| u.groups.clone()),
+        report: -1,
+        ..Request::default()
+    };
+    (request, fds)
+}
+
+/// The spawner's side of a request: clones the child with `CLONE_PARENT` (its parent is the
+/// VM), from this small process. The response has the child's pid and errno, with its pidfd.
+pub(crate) fn clone_request(
+    request: &Request,
+    fds: &[OwnedFd],
+    own: &Own,
+    stack: &mut ChildStack,
+) -> (Response, Option<OwnedFd>) {
+    let refused = |errno: libc::c_int| (Response { pid: 0, errno }, None);
+    // Indices were validated by `Request::decode` against `fds.len()`.
+    let raw = |i: i32| fds.get(i as usize).map_or(-1, |fd| fd.as_raw_fd());
+    let base = request.strings.as_ptr();
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for (i, &b) in request.strings.iter().enumerate() {
+        if b == 0 {
+            starts.push(at);
+            at = i + 1;
+        }
+    }
+    let pointers = |range: &[usize]| -> Vec<*const libc::c_char> {
+        let mut p: Vec<*const libc::c_char> = range
+            .iter()
+            // SAFETY: every start is an offset inside `strings`.
+            .map(|&s| unsafe { base.add(s) }.cast())
+            .collect();
+        p.push(std::ptr::null());
+        p
+    };
+    let (argc, envc) = (request.argc as usize, request.envc as usize);
+    if argc + envc >= starts.len() {
+        return refused(libc::EINVAL);
+    }
+    let argv = pointers(&starts[..argc]);
+    let envp = pointers(&starts[argc..argc + envc]);
+    let candidates = pointers(&starts[argc + envc..]);
+    let Ok(cwd) = request.cwd.clone().map(CString::new).transpose() else {
+        return refused(libc::EINVAL);
+    };
+    let mut paths = Vec::new();
+    let mut files = [ChildFile::NONE; 3];
+    for (child, file) in files.iter_mut().zip(&request.files) {
+        if let Some(file) = file {
+            let Ok(path) = CString::new(file.path.clone()) else {
+                return refused(libc::EINVAL);
+            };
+            *child = ChildFile {
+                path: path.as_ptr(),
+                flags: file.flags,
+                mode: file.mode,
+            };
+            paths.push(path);
+        }
+    }
+    let mut targets = [CLOSE; 3];
+    for (target, &from) in targets.iter_mut().zip(&request.stdio) {
+        *target = match from {
+            TARGET_CLOSE => CLOSE,
+            TARGET_OTHER => OTHER,
+            TARGET_FILE => FILE,
+            i => raw(i),
+        };
+    }
+    let Ok(cgroup_procs) = request.cgroup_procs.clone().map(CString::new).transpose() else {
+        return refused(libc::EINVAL);
+    };
+    // The VM's limits where ours differ (it may have changed them since it started us), then
+    // the command's own.
+    let mut rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = Vec::new();
+    for &(resource, soft, hard) in &request.base_rlimits {
+        // SAFETY: rlimit is plain data, filled by getrlimit.
+        let mut mine: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to an rlimit.
+        let ret = unsafe { libc::getrlimit(resource as _, &mut mine) };
+        if ret != 0 || mine.rlim_cur != soft || mine.rlim_max != hard {
+            rlimits.push((
+                resource as _,
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                },
+            ));
+        }
+    }
+    for &(resource, soft, hard) in &request.rlimits {
+        rlimits.push((
+            resource as _,
+            libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            },
+        ));
+    }
+    // SAFETY: getpriority has no memory arguments.
+    let my_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let nice = request
+        .nice
+        .or((request.base_nice != my_nice).then_some(request.base_nice));
+    let oom = request
+        .oom_score_adj
+        .filter(|&v| Some(v) != own.oom_score_adj)
+        .and_then(|v| CString::new(v.to_string()).ok());
+    let context = ChildContext {
+        candidates: candidates.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        stdio: targets,
+        files,
+        controlling_tty: if request.controlling_tty >= 0 {
+            raw(request.controlling_tty)
+        } else {
+            CLOSE
+        },
+        cgroup_procs: cgroup_procs
+            .as_ref()
+            .map_or(std::ptr::null(), |p| p.as_ptr()),
+        group: request.group,
+        pdeathsig: request.pdeathsig,
+        parent_pid: request.parent_pid,
+        nice,
+        rlimits: rlimits.as_ptr(),
+        rlimit_count: rlimits.len(),
+        user: request.user,
+        groups: request.groups.as_ptr(),
+        group_count: request.groups.len(),
+        report: if request.report >= 0 {
+            raw(request.report)
+        } else {
+            -1
+        },
+        oom_score_adj: oom.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        error: own.error,
+    };
+    // SAFETY: `own.error` points to the spawner's shared page, alive for its whole life.
+    let error = unsafe { &*own.error };
+    error.store(0, Ordering::SeqCst);
+    // Not CLONE_VM: the child gets a copy of the spawner's few anonymous pages (its text is
+    // not copied), so the peak RSS the kernel folds into its max_rss at execve is not the
+    // spawner's whole (~1.2 MB, more than /bin/true's own). CLONE_VFORK still holds us until
+    // it execs; the errno comes back through the shared page.
+    let flags = libc::CLONE_PARENT | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    match clone_child(&context, stack, flags) {
+        Ok((pid, pidfd)) => (
+            Response {
+                pid,
+                errno: error.load(Ordering::SeqCst),
+            },
+            Some(pidfd),
+        ),
+        Err(SpawnError::Os(errno)) => refused(errno as libc::c_int),
+        Err(_) => refused(libc::EINVAL),
+    }
+}
+
+/// A direct spawn's clone: the child runs in our memory until `execve` (vfork semantics).
+const DIRECT_FLAGS: libc::c_int =
+    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
 
 /// Clones the child with every signal blocked in this thread, so that no handler of ours runs on
 /// the child's stack before it has reset its dispositions.
 fn clone_child(
     context: &ChildContext,
     stack: &mut ChildStack,
+    flags: libc::c_int,
 ) -> Result<(libc::pid_t, OwnedFd), SpawnError> {
     // SAFETY: sigset_t is plain data and is initialised by sigfillset before use.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -614,7 +909,7 @@ fn clone_child(
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
     let mut pidfd: libc::c_int = -1;
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+
     // SAFETY: `child_main` only makes async-signal-safe calls and reads `context`, which outlives
     // the call: with CLONE_VFORK this thread is suspended until the child execs or exits. The
     // stack is ours, unused by anyone else, and its top is 16-byte aligned. With CLONE_PIDFD the
@@ -646,7 +941,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: every call below is a plain system call on values prepared by the parent.
     unsafe {
         let fail = |errno: libc::c_int| -> ! {
-            context.error.store(errno.max(1), Ordering::SeqCst);
+            let errno = errno.max(1);
+            (*context.error).store(errno, Ordering::SeqCst);
+            if context.report >= 0 {
+                libc::write(context.report, (&errno as *const libc::c_int).cast(), 4);
+            }
             libc::_exit(127)
         };
         let errno = || *libc::__errno_location();
@@ -656,6 +955,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         };
 
+        if context.report >= 0 {
+            // First of all: should the spawner die now, the reactor learns that we exist.
+            let pid = libc::syscall(libc::SYS_getpid) as libc::pid_t;
+            if libc::write(context.report, (&pid as *const libc::pid_t).cast(), 4) != 4 {
+                libc::_exit(127);
+            }
+        }
         // Every signal back to its default (raw syscall: glibc refuses 32 and 33), empty mask.
         let default_action = [0u64; 4];
         for signal in 1..=crate::signal::MAX {
@@ -682,6 +988,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // Into our cgroup before anything can fork: all it starts is born inside.
             let fd = libc::open(context.cgroup_procs, libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(errno());
+            }
+            libc::close(fd);
+        }
+        if !context.oom_score_adj.is_null() {
+            // The VM's, not the spawner's.
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            let value = context.oom_score_adj;
+            if fd < 0 || libc::write(fd, value.cast(), libc::strlen(value)) < 0 {
                 fail(errno());
             }
             libc::close(fd);

@@ -237,19 +237,23 @@ fn rlimit_known(name: String) -> bool {
     tether_core::command::rlimit_resource(&name).is_some()
 }
 
-/// Sets the runtime limits (from `config :tether`) and starts the watchdog program.
+/// Sets the runtime limits (from `config :tether`) and starts the watchdog program;
+/// sets the spawner program.
 #[rustler::nif]
 fn configure(
     max_children: usize,
     read_chunk: usize,
     busy_poll_us: u64,
     watchdog: Option<rustler::Binary>,
+    spawner: Option<rustler::Binary>,
 ) -> Atom {
     let busy_poll = std::time::Duration::from_micros(busy_poll_us);
     reactor().configure(max_children, read_chunk, busy_poll);
     if let Some(path) = watchdog {
         reactor().set_watchdog(path.as_slice().to_vec());
     }
+    // nil: children are cloned from the reactor thread itself.
+    reactor().set_spawner(spawner.map(|path| path.as_slice().to_vec()));
     atoms::ok()
 }
 
@@ -326,6 +330,12 @@ fn stop_all(reply_to: LocalPid) -> Atom {
         listener::send(&reply_to, |env| atoms::tether_all_stopped().encode(env));
     }));
     atoms::ok()
+}
+
+/// The spawner program's os_pid, or nil when none runs (it starts with the first spawn).
+#[rustler::nif]
+fn spawner_os_pid() -> Option<u32> {
+    reactor().spawner_pid()
 }
 
 /// The watchdog program's os_pid, or nil when none runs.
