@@ -3,6 +3,25 @@ defmodule Tether.SpawnerTest do
   use ExUnit.Case, async: false
   import Tether.OsHelpers
 
+  # The spawner is off by default (config :tether, spawner: true turns it on): on for these.
+  setup_all do
+    configure(Path.join(Tether.Native.native_dir(), "tether_spawner"))
+    on_exit(fn -> configure(Tether.Config.spawner_path(Tether.Native.native_dir())) end)
+  end
+
+  defp configure(spawner) do
+    config = &Tether.Config.get/1
+
+    :ok =
+      Tether.Native.configure(
+        config.(:max_children),
+        config.(:read_chunk),
+        config.(:busy_poll_us),
+        nil,
+        spawner
+      )
+  end
+
   defp spawner do
     # It starts with the first spawn after a (re)configuration or a death.
     {:ok, _, os_pid} = Tether.run(["true"], [:monitor])
@@ -153,29 +172,17 @@ defmodule Tether.SpawnerTest do
 
   test "with spawner: false (or no program) children are cloned by the VM itself" do
     spawner()
-    config = &Tether.Config.get/1
-    path = Tether.Config.spawner_path(Tether.Native.native_dir())
-
-    configure = fn spawner ->
-      :ok =
-        Tether.Native.configure(
-          config.(:max_children),
-          config.(:read_chunk),
-          config.(:busy_poll_us),
-          nil,
-          spawner
-        )
-    end
+    path = Path.join(Tether.Native.native_dir(), "tether_spawner")
 
     try do
-      configure.(nil)
+      configure(nil)
       {:ok, _, os_pid} = Tether.run(["sleep", "10"], [:monitor])
       assert Tether.Native.spawner_os_pid() == nil
       assert ppid(os_pid) == String.to_integer(System.pid())
       Tether.kill(os_pid, :sigkill)
       assert_receive {:DOWN, ^os_pid, _, _, _}, 5000
     after
-      configure.(path)
+      configure(path)
     end
 
     assert is_integer(spawner())
