@@ -642,7 +642,7 @@ fn finish(response: Response, pidfd: Option<OwnedFd>) -> (libc::pid_t, Option<Ow
 /// in the VM's process group and session (children that inherit a group get the VM's),
 /// `PR_SET_PDEATHSIG` bound to this (the reactor) thread.
 fn start(program: &[u8], stack: &mut ChildStack, dev_null: RawFd) -> Result<Running, SpawnError> {
-    let (ours, theirs) = socket_pair()?;
+    let (ours, theirs) = sys::seqpacket_pair()?;
     let mut command = crate::command::Command::new([program.to_vec()]);
     command.stdin = crate::command::Input::Fd(theirs.as_raw_fd());
     command.stdout = crate::command::Output::Null;
@@ -702,22 +702,6 @@ fn read_to_end(fd: RawFd) -> Vec<u8> {
             return out;
         }
     }
-}
-
-/// A close-on-exec `SOCK_SEQPACKET` pair (both ends blocking).
-fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid array of two ints.
-    sys::cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: two fresh descriptors owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Room for a control message of up to [`MAX_FDS`] descriptors, aligned as cmsghdr wants.
@@ -1067,7 +1051,7 @@ mod tests {
 
     #[test]
     fn fds_travel_with_a_message() {
-        let (a, b) = socket_pair().unwrap();
+        let (a, b) = sys::seqpacket_pair().unwrap();
         let (read, write) = report_pipe().unwrap();
         send_with_fds(a.as_raw_fd(), b"hello", &[write.as_raw_fd()]).unwrap();
         drop(write);

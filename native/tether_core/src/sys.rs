@@ -67,6 +67,23 @@ fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd), Errno> {
     Ok((read, write))
 }
 
+/// A close-on-exec unix `SOCK_SEQPACKET` pair, both ends blocking (the watchdog's and the
+/// spawner's channel: one message per record, descriptors passed along as `SCM_RIGHTS`).
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: two fresh descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// A new descriptor for the same open file (close-on-exec).
 pub fn duplicate(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC on a valid fd has no memory effects.

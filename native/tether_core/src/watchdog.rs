@@ -263,18 +263,7 @@ fn guard_record(pgid: i32, leader: RawFd) -> Record {
 
 /// `(ours, theirs)`: a close-on-exec `SOCK_SEQPACKET` pair; our end is non-blocking.
 fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid array of two ints.
-    sys::cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: two fresh descriptors owned by nobody else.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (ours, theirs) = sys::seqpacket_pair()?;
     sys::set_nonblocking(&ours)?;
     Ok((ours, theirs))
 }
