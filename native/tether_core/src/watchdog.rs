@@ -268,47 +268,9 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
     Ok((ours, theirs))
 }
 
-/// Sends one record, with its pidfd as `SCM_RIGHTS`, without blocking.
+/// Sends one record, with its pidfd as `SCM_RIGHTS` (our end is non-blocking: `EAGAIN` when
+/// the socket is full).
 fn send_record(socket: RawFd, record: &Record) -> Result<(), Errno> {
-    let mut iov = libc::iovec {
-        iov_base: record.line.as_ptr() as *mut libc::c_void,
-        iov_len: record.line.len(),
-    };
-    // Room for one fd's control message, aligned as cmsghdr wants.
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; zeroed is a valid value.
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    if let Some(fd) = &record.fd {
-        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
-        let (space, len) = unsafe {
-            (
-                libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32),
-                libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32),
-            )
-        };
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = space as usize;
-        // SAFETY: the control buffer is 32 bytes, enough for one cmsghdr and one int; the
-        // header pointer comes from CMSG_FIRSTHDR over that buffer.
-        unsafe {
-            let header = libc::CMSG_FIRSTHDR(&message);
-            (*header).cmsg_level = libc::SOL_SOCKET;
-            (*header).cmsg_type = libc::SCM_RIGHTS;
-            (*header).cmsg_len = len as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd.as_raw_fd());
-        }
-    }
-    loop {
-        // SAFETY: `message` points to live buffers for the duration of the call.
-        let n = unsafe { libc::sendmsg(socket, &message, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Ok(());
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            e => return Err(e),
-        }
-    }
+    let fds: Vec<RawFd> = record.fd.iter().map(AsRawFd::as_raw_fd).collect();
+    crate::spawner::send_with_fds(socket, &record.line, &fds)
 }
