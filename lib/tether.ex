@@ -754,7 +754,7 @@ defmodule Tether do
   def manage(os_pid, options \\ [])
 
   def manage(os_pid, options) when is_integer(os_pid) and is_list(options) do
-    proper_list?(options) or
+    Tether.Options.proper_list?(options) or
       raise ArgumentError,
             "Tether.manage/2 options must be a proper list, got: #{inspect(options)}"
 
@@ -787,10 +787,6 @@ defmodule Tether do
 
   defp started, do: if(Tether.Guard.started?(), do: :ok, else: {:error, :not_started})
 
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
-
   @doc """
   A drop-in for `System.cmd/3` that never leaves its process behind: returns
   `{collectable, exit_status}`. Options: `:into` (default `""`), `:cd`, `:env`, `:arg0`,
@@ -815,7 +811,7 @@ defmodule Tether do
 
   def cmd(command, args, options)
       when is_binary(command) and is_list(args) and is_list(options) do
-    proper_list?(options) or
+    Tether.Options.proper_list?(options) or
       raise ArgumentError, "Tether.cmd/3 options must be a proper list, got: #{inspect(options)}"
 
     Enum.each(options, &cmd_option!/1)
@@ -881,7 +877,7 @@ defmodule Tether do
     input_ok? =
       cond do
         is_nil(input) or is_binary(input) -> true
-        is_list(input) -> iodata?(input)
+        is_list(input) -> Tether.Options.iodata?(input)
         true -> Enumerable.impl_for(input) != nil
       end
 
@@ -913,13 +909,6 @@ defmodule Tether do
     raise ArgumentError,
           "invalid value for #{inspect(key)} option of Tether.cmd/3: #{inspect(value)} " <>
             "(expected #{expected})"
-  end
-
-  defp iodata?(data) do
-    _ = IO.iodata_length(data)
-    true
-  rescue
-    ArgumentError -> false
   end
 
   defp collect_cmd(os_pid, deadline, acc, collector) do

@@ -88,7 +88,7 @@ defmodule Tether.Daemon do
   # returns a result instead, `monitor: false`, a passive `:active` stream that the daemon
   # never activates, so that the :DOWN waits for output forever) are its own to set.
   defp run_options!(run) do
-    proper_list?(run) or bad!(:run, run)
+    Tether.Options.proper_list?(run) or bad!(:run, run)
 
     Enum.each(run, fn option ->
       key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
@@ -97,10 +97,6 @@ defmodule Tether.Daemon do
         raise ArgumentError, "option #{inspect(key)} in :run is set by Tether.Daemon"
     end)
   end
-
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
 
   defp log_level!(level) do
     level in [:emergency, :alert, :critical, :error, :warning, :warn, :notice, :info, :debug] or

@@ -558,9 +558,22 @@ defmodule Tether.Options do
           "invalid value for #{inspect(key)} option: #{inspect(value)} (expected #{expected})"
   end
 
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
+  @doc false
+  # Whether `term` is a proper list (for the other modules that check arguments too).
+  @spec proper_list?(term) :: boolean
+  def proper_list?([]), do: true
+  def proper_list?([_ | tail]), do: proper_list?(tail)
+  def proper_list?(_), do: false
+
+  @doc false
+  # Whether `data` is iodata.
+  @spec iodata?(term) :: boolean
+  def iodata?(data) do
+    _ = IO.iodata_length(data)
+    true
+  rescue
+    ArgumentError -> false
+  end
 
   defp chardata!(chardata, message) do
     IO.chardata_to_string(chardata)

@@ -17,7 +17,7 @@ defmodule Tether.Stream do
   @doc false
   @spec new(Tether.command(), keyword, boolean) :: Enumerable.t()
   def new(command, options, raise?) when is_list(options) do
-    proper_list?(options) or
+    Tether.Options.proper_list?(options) or
       raise ArgumentError,
             "Tether.stream/2 options must be a proper list, got: #{inspect(options)}"
 
@@ -56,7 +56,7 @@ defmodule Tether.Stream do
     valid? =
       cond do
         is_nil(input) or is_binary(input) -> true
-        is_list(input) -> iodata?(input)
+        is_list(input) -> Tether.Options.iodata?(input)
         true -> Enumerable.impl_for(input) != nil
       end
 
@@ -67,17 +67,6 @@ defmodule Tether.Stream do
 
     {input, options}
   end
-
-  defp iodata?(data) do
-    _ = IO.iodata_length(data)
-    true
-  rescue
-    ArgumentError -> false
-  end
-
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
 
   defp start(command, options, input) do
     case Tether.run(command, options) do

@@ -28,6 +28,16 @@ defmodule Tether.OsHelpers do
     ~s{#{snippet}; until [ "$(cat /proc/$p/comm 2>/dev/null)" = sleep ]; do :; done; echo $p}
   end
 
+  @doc "Whether a live process has `marker` in its command line (read from /proc)."
+  def cmdline_running?(marker) do
+    Enum.any?(File.ls!("/proc"), fn entry ->
+      case File.read("/proc/#{entry}/cmdline") do
+        {:ok, cmdline} -> String.contains?(cmdline, marker)
+        {:error, _} -> false
+      end
+    end)
+  end
+
   @doc "Path of a helper script under test/support/scripts."
   def script(name), do: Path.expand("scripts/#{name}", __DIR__)
 

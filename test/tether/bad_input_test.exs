@@ -116,14 +116,7 @@ defmodule Tether.BadInputTest do
     # A command line no other process has: whether it ran is read from /proc.
     defp marker, do: "41.#{System.unique_integer([:positive])}"
 
-    defp ran?(marker) do
-      Enum.any?(File.ls!("/proc"), fn entry ->
-        case File.read("/proc/#{entry}/cmdline") do
-          {:ok, cmdline} -> String.contains?(cmdline, marker)
-          {:error, _} -> false
-        end
-      end)
-    end
+    defp ran?(marker), do: Tether.OsHelpers.cmdline_running?(marker)
 
     defp assert_refused(message, fun) do
       before = Tether.which_processes()

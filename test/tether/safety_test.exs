@@ -218,14 +218,7 @@ defmodule Tether.SafetyTest do
     # A command line no other process has: whether it was spawned is read from /proc.
     defp marker, do: "31.#{System.unique_integer([:positive])}"
 
-    defp spawned?(marker) do
-      Enum.any?(File.ls!("/proc"), fn entry ->
-        case File.read("/proc/#{entry}/cmdline") do
-          {:ok, cmdline} -> String.contains?(cmdline, marker)
-          {:error, _} -> false
-        end
-      end)
-    end
+    defp spawned?(marker), do: cmdline_running?(marker)
 
     test "every path that spawns returns or raises :not_started, and spawns nothing" do
       m = marker()
