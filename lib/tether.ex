@@ -874,14 +874,7 @@ defmodule Tether do
   end
 
   defp cmd_option!({:input, input}) do
-    input_ok? =
-      cond do
-        is_nil(input) or is_binary(input) -> true
-        is_list(input) -> Tether.Options.iodata?(input)
-        true -> Enumerable.impl_for(input) != nil
-      end
-
-    input_ok? or cmd_bad!(:input, input, "iodata or an Enumerable of iodata")
+    Tether.Options.input?(input) or cmd_bad!(:input, input, "iodata or an Enumerable of iodata")
   end
 
   defp cmd_option!({:timeout, timeout}) do

@@ -566,6 +566,19 @@ defmodule Tether.Options do
   def proper_list?(_), do: false
 
   @doc false
+  # Whether `input` can be written to stdin (`:input` of cmd/3 and stream/2): nil, iodata, or
+  # an Enumerable of iodata. Functions are Enumerables only with arity 2 (Stream's).
+  @spec input?(term) :: boolean
+  def input?(input) do
+    cond do
+      is_nil(input) or is_binary(input) -> true
+      is_list(input) -> iodata?(input)
+      is_function(input) -> is_function(input, 2)
+      true -> Enumerable.impl_for(input) != nil
+    end
+  end
+
+  @doc false
   # Whether `data` is iodata.
   @spec iodata?(term) :: boolean
   def iodata?(data) do

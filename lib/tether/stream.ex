@@ -53,14 +53,7 @@ defmodule Tether.Stream do
     {inputs, options} = Enum.split_with(options, &match?({:input, _}, &1))
     input = with [{:input, input} | _] <- inputs, do: input, else: (_ -> nil)
 
-    valid? =
-      cond do
-        is_nil(input) or is_binary(input) -> true
-        is_list(input) -> Tether.Options.iodata?(input)
-        true -> Enumerable.impl_for(input) != nil
-      end
-
-    valid? or
+    Tether.Options.input?(input) or
       raise ArgumentError,
             "invalid value for :input option: #{inspect(input)} " <>
               "(expected iodata or an Enumerable of iodata)"

@@ -167,6 +167,8 @@ defmodule Tether.BadInputTest do
             {[into: 5], ~r/:into option/},
             {[input: 5], ~r/:input option/},
             {[input: [1000]], ~r/:input option/},
+            # Found by the fuzzer: a fun of arity 0 passed as an Enumerable, then crashed.
+            {[input: fn -> :x end], ~r/:input option/},
             {[stderr_to_stdout: :yes], ~r/:stderr_to_stdout option/},
             {[parallelism: 1], ~r/:parallelism option/},
             {[arg0: 5], ~r/:arg0 option/},
