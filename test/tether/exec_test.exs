@@ -125,7 +125,8 @@ defmodule Tether.ExecTest do
     test "a {group, GID} member's stop leaves the leader and its siblings alone" do
       {:ok, leader_pid, leader} = :exec.run(~c"sleep 100", [{:group, 0}, :monitor])
       {:ok, p1, i1} = :exec.run(~c"sleep 100", [{:group, leader}, :monitor])
-      {:ok, _p2, i2} = :exec.run(~c"sleep 100", [{:group, leader}, :monitor])
+      # `; true` makes every shell fork its sleep: what a member started is the member's too.
+      {:ok, _p2, i2} = :exec.run(~c"sleep 100; true", [{:group, leader}, :monitor])
       assert :exec.stop(i1) == :ok
       assert_receive {:DOWN, ^i1, :process, ^p1, :normal}, 5000
       assert alive?(leader) and alive?(i2)
@@ -140,7 +141,7 @@ defmodule Tether.ExecTest do
 
     test "with kill_group, the group gets SIGTERM when its leader exits (erlexec's test_setpgid)" do
       {:ok, p0, leader} = :exec.run(~c"sleep 0.3", [{:group, 0}, :kill_group, :monitor])
-      {:ok, p1, _} = :exec.run(~c"sleep 15", [{:group, leader}, :monitor])
+      {:ok, p1, _} = :exec.run(~c"sleep 15; true", [{:group, leader}, :monitor])
       {:ok, p2, _} = :exec.run(~c"sleep 15", [{:group, leader}, :monitor])
       assert_receive {:DOWN, _, :process, ^p0, :normal}, 5000
       assert_receive {:DOWN, _, :process, ^p1, {:exit_status, 15}}, 5000

@@ -182,17 +182,12 @@ impl Targets {
     /// moved out of its group. A group or a process that is already gone is not an error; a
     /// refused target is.
     pub fn signal(&self, signal: i32, reach: Reach) -> Result<(), Errno> {
-        self.signal_sparing(signal, reach, &[])
+        self.signal_sparing(signal, reach, &Spare::default())
     }
 
-    /// Like [`Targets::signal`]; a drain leaves the processes in `spare` alone (children of
-    /// ours that joined the group).
-    pub fn signal_sparing(
-        &self,
-        signal: i32,
-        reach: Reach,
-        spare: &[libc::pid_t],
-    ) -> Result<(), Errno> {
+    /// Like [`Targets::signal`]; a drain leaves what `spare` covers alone (children of ours
+    /// that joined the group, and what they started).
+    pub fn signal_sparing(&self, signal: i32, reach: Reach, spare: &Spare) -> Result<(), Errno> {
         let own = Target::Process {
             pid: self.pid,
             pidfd: self.pidfd.as_raw_fd(),
@@ -232,12 +227,7 @@ impl Targets {
 
     /// Sends one signal of a stop sequence. Any signal but SIGKILL and SIGCONT is followed by
     /// SIGCONT: a job-control stopped process acts on it only once continued.
-    pub fn stop_signal(
-        &self,
-        signal: i32,
-        reach: Reach,
-        spare: &[libc::pid_t],
-    ) -> Result<(), Errno> {
+    pub fn stop_signal(&self, signal: i32, reach: Reach, spare: &Spare) -> Result<(), Errno> {
         let result = self.signal_sparing(signal, reach, spare);
         if signal != libc::SIGKILL && signal != libc::SIGCONT {
             let _ = self.signal_sparing(libc::SIGCONT, reach, spare);
@@ -246,9 +236,9 @@ impl Targets {
     }
 
     /// Whether anything the child started is still alive once the child itself is reaped: a
-    /// process of its cgroup, or a live (not zombie) member of the group it led other than
-    /// those in `spare`.
-    pub fn remains(&self, spare: &[libc::pid_t]) -> bool {
+    /// process of its cgroup, or a live (not zombie) member of the group it led that `spare`
+    /// does not cover.
+    pub fn remains(&self, spare: &Spare) -> bool {
         if self.cgroup.as_ref().is_some_and(Cgroup::populated) {
             return true;
         }
@@ -257,18 +247,18 @@ impl Targets {
                 send(group, 0).is_ok()
                     && crate::sys::group_live_members(pgid)
                         .iter()
-                        .any(|pid| !spare.contains(pid))
+                        .any(|pid| !spare.covers(*pid))
             }
             _ => false,
         }
     }
 }
 
-/// Signals each live member of group `pgid` but those in `spare`, each through a pidfd taken
-/// first and checked to be in the group still (a recycled pid is somebody else's).
-fn signal_members(pgid: libc::pid_t, signal: i32, spare: &[libc::pid_t]) {
+/// Signals each live member of group `pgid` that `spare` does not cover, each through a pidfd
+/// taken first and checked to be in the group still (a recycled pid is somebody else's).
+fn signal_members(pgid: libc::pid_t, signal: i32, spare: &Spare) {
     for pid in crate::sys::group_live_members(pgid) {
-        if spare.contains(&pid) {
+        if spare.covers(pid) {
             continue;
         }
         let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
@@ -285,6 +275,61 @@ fn signal_members(pgid: libc::pid_t, signal: i32, spare: &[libc::pid_t]) {
             );
         }
     }
+}
+
+/// What a drain of a group leaves alone: children of ours that joined the group (`roots`), and
+/// what they started — their descendants, and with cgroups every member of their cgroups (a
+/// joiner's double-forked daemon is nobody's descendant but stays in its cgroup). A shell that
+/// forks its command (`dash -c 'sleep 9'`) puts that command in the group too: it belongs to
+/// the joiner, not to the leader's leftovers.
+#[derive(Debug, Default)]
+pub struct Spare {
+    roots: Vec<libc::pid_t>,
+    /// The `/proc/<pid>/cgroup` text of each root, when each child has a cgroup of its own.
+    cgroups: Vec<String>,
+}
+
+/// How far up a parent chain [`Spare::covers`] looks for a root.
+const MAX_ANCESTRY: usize = 256;
+
+impl Spare {
+    /// Spares `roots` and what they started; `by_cgroup` when each child has its own cgroup.
+    pub fn of(roots: Vec<libc::pid_t>, by_cgroup: bool) -> Spare {
+        let cgroups = match by_cgroup {
+            true => roots.iter().filter_map(|&pid| proc_cgroup(pid)).collect(),
+            false => Vec::new(),
+        };
+        Spare { roots, cgroups }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// Whether `pid` is a root, one of their descendants, or in one of their cgroups.
+    pub fn covers(&self, pid: libc::pid_t) -> bool {
+        if self.roots.is_empty() {
+            return false;
+        }
+        if !self.cgroups.is_empty() && proc_cgroup(pid).is_some_and(|c| self.cgroups.contains(&c)) {
+            return true;
+        }
+        let mut current = pid;
+        for _ in 0..MAX_ANCESTRY {
+            if self.roots.contains(&current) {
+                return true;
+            }
+            match crate::sys::proc_stat_fields(current) {
+                Some((_, parent, _)) if parent > 1 => current = parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+fn proc_cgroup(pid: libc::pid_t) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
 
 /// A process that is gone (reaped or exited) is not an error for its signaller.
@@ -355,13 +400,40 @@ mod tests {
             cgroup: None,
             joiners: AtomicUsize::new(0),
         };
-        assert!(targets.remains(&[]), "the background sleep lives on");
+        assert!(
+            targets.remains(&Spare::default()),
+            "the background sleep lives on"
+        );
         targets.signal(libc::SIGKILL, Reach::Drain).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while crate::sys::proc_state(sleeper).is_some_and(|s| s != b'Z') {
             assert!(std::time::Instant::now() < deadline, "sleep survived");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(!targets.remains(&[]));
+        assert!(!targets.remains(&Spare::default()));
+    }
+
+    #[test]
+    fn a_spare_covers_what_its_roots_started_and_nothing_else() {
+        use std::io::BufRead;
+        let mut shell = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(shell.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleeper: libc::pid_t = line.trim().parse().unwrap();
+        let root = shell.id() as libc::pid_t;
+        let spare = Spare::of(vec![root], false);
+        assert!(spare.covers(root) && spare.covers(sleeper));
+        // SAFETY: getpid has no preconditions.
+        assert!(!spare.covers(unsafe { libc::getpid() }));
+        assert!(!Spare::default().covers(sleeper));
+        // SAFETY: kill(2) on a child of this test that is still unreaped.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+        shell.wait().unwrap();
     }
 }

@@ -26,7 +26,7 @@
 
 use crate::cgroup::{self, Cgroup, Root};
 use crate::command::{Command, Group, StopAction, StopStep};
-use crate::guard::{self, Reach, Targets};
+use crate::guard::{self, Reach, Spare, Targets};
 use crate::registry::{Entry, KillError, NoProcess, Registry, Tag};
 use crate::spawn::{self, ChildStack, SpawnError};
 use crate::spawner;
@@ -637,12 +637,13 @@ struct Child {
     exit: Option<(Option<ExitStatus>, Option<Usage>)>,
 }
 
-/// The children of ours that joined the group `targets` leads: a drain spares them.
-fn spared(registry: &Registry, targets: &Targets) -> Vec<libc::pid_t> {
+/// The children of ours that joined the group `targets` leads, and what they started: a drain
+/// spares them.
+fn spared(registry: &Registry, targets: &Targets) -> Spare {
     if targets.has_joiners() {
-        registry.joiners(targets.pid)
+        Spare::of(registry.joiners(targets.pid), targets.cgroup.is_some())
     } else {
-        Vec::new()
+        Spare::default()
     }
 }
 
@@ -1276,7 +1277,7 @@ impl EventLoop {
             let reach = child.stop_reach();
             let spare = match reach {
                 Reach::Drain => spared(&self.shared.registry, &child.targets),
-                _ => Vec::new(),
+                _ => Spare::default(),
             };
             match step.action {
                 StopAction::Signal(signal) => {

@@ -4,7 +4,7 @@
 //! critical section, so a caller that finds an entry here is signalling a process that is alive
 //! or a zombie: its pid (and process group id) cannot have been recycled.
 
-use crate::guard::{Reach, Targets};
+use crate::guard::{Reach, Spare, Targets};
 use crate::reactor::WriteError;
 use crate::sys;
 use nix::errno::Errno;
@@ -135,7 +135,9 @@ impl Registry {
         }
         entry.stopping = true;
         if let Some(signal) = entry.first_stop_signal {
-            let _ = entry.targets.stop_signal(signal, Reach::Stop, &[]);
+            let _ = entry
+                .targets
+                .stop_signal(signal, Reach::Stop, &Spare::default());
         }
         Ok(Some((entry.id, entry.first_stop_signal.is_some())))
     }
