@@ -15,7 +15,7 @@
 
 use nix::errno::Errno;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -199,34 +199,8 @@ impl Cgroup {
             .collect()
     }
 
-    /// Sends `signal` to every member but `leader` and the members of group `skip_group`
-    /// (they were signalled already). SIGKILL uses `cgroup.kill` where the kernel has it.
-    pub fn signal_members(&self, signal: i32, leader: libc::pid_t, skip_group: Option<i32>) {
-        if signal == libc::SIGKILL && std::fs::write(self.path.join("cgroup.kill"), "1").is_ok() {
-            return;
-        }
-        for pid in self.members() {
-            // SAFETY: getpgid has no memory effects.
-            if pid == leader || skip_group.is_some_and(|g| unsafe { libc::getpgid(pid) } == g) {
-                continue;
-            }
-            // Pin the process first, then check that it is ours: a pid recycled after the read
-            // of cgroup.procs is somebody else's and is left alone.
-            let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
-                continue;
-            };
-            if self.contains(pid) {
-                let target = crate::guard::Target::Process {
-                    pid,
-                    pidfd: pidfd.as_raw_fd(),
-                };
-                let _ = crate::guard::send(target, signal);
-            }
-        }
-    }
-
     /// Whether `pid` is in this cgroup now.
-    fn contains(&self, pid: libc::pid_t) -> bool {
+    pub fn contains(&self, pid: libc::pid_t) -> bool {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
             return false;
         };

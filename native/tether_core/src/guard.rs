@@ -220,7 +220,7 @@ impl Targets {
         let whole_cgroup = reach == Reach::Drain || (reach == Reach::Stop && self.kill_group);
         if let (true, Some(cgroup)) = (whole_cgroup, self.cgroup.as_ref()) {
             let skip_group = group.and(self.group.as_ref().map(|g| g.pgid));
-            cgroup.signal_members(signal, self.pid, skip_group);
+            signal_cgroup(cgroup, signal, self.pid, skip_group);
         }
         result
     }
@@ -250,6 +250,34 @@ impl Targets {
                         .any(|pid| !spare.covers(*pid))
             }
             _ => false,
+        }
+    }
+}
+
+/// Sends `signal` to every member of `cgroup` but `leader` and the members of group
+/// `skip_group` (they were signalled already). SIGKILL uses `cgroup.kill` where the kernel has
+/// it; anything else goes member by member, each pinned by a pidfd and then checked to be in
+/// the cgroup still (a pid recycled after the read of `cgroup.procs` is somebody else's).
+fn signal_cgroup(cgroup: &Cgroup, signal: i32, leader: libc::pid_t, skip_group: Option<i32>) {
+    if signal == libc::SIGKILL && std::fs::write(cgroup.path.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for pid in cgroup.members() {
+        // SAFETY: getpgid has no memory effects.
+        if pid == leader || skip_group.is_some_and(|g| unsafe { libc::getpgid(pid) } == g) {
+            continue;
+        }
+        let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+            continue;
+        };
+        if cgroup.contains(pid) {
+            let _ = send(
+                Target::Process {
+                    pid,
+                    pidfd: pidfd.as_raw_fd(),
+                },
+                signal,
+            );
         }
     }
 }

@@ -5,7 +5,6 @@
 //! or a zombie: its pid (and process group id) cannot have been recycled.
 
 use crate::guard::{Reach, Spare, Targets};
-use crate::reactor::WriteError;
 use crate::sys;
 use nix::errno::Errno;
 use std::any::Any;
@@ -13,6 +12,14 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Why a write to stdin was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    NoProcess,
+    /// The child has no stdin pipe, or it was closed.
+    Closed,
+}
 
 /// Data the embedding layer attaches to a child (the NIF keeps the BEAM pid there).
 pub type Tag = Arc<dyn Any + Send + Sync>;
