@@ -51,14 +51,18 @@ pub fn send(target: Target, signal: i32) -> Result<(), Errno> {
             if !allowed(pid) {
                 return Err(Errno::EPERM);
             }
-            pidfd_send_signal(pidfd, signal, 0)
+            crate::sys::pidfd_send_signal(pidfd, signal, 0)
         }
         Target::Group { pgid, leader_pidfd } => {
             if !allowed(pgid) {
                 return Err(Errno::EPERM);
             }
             if group_flag_supported() {
-                match pidfd_send_signal(leader_pidfd, signal, PIDFD_SIGNAL_PROCESS_GROUP) {
+                match crate::sys::pidfd_send_signal(
+                    leader_pidfd,
+                    signal,
+                    PIDFD_SIGNAL_PROCESS_GROUP,
+                ) {
                     Err(Errno::EINVAL) => GROUP_FLAG.store(NO, Ordering::Relaxed),
                     other => return other,
                 }
@@ -83,26 +87,14 @@ pub fn group_flag_supported() -> bool {
             // Signal 0 to our own group through our own pidfd: EINVAL means the flag is unknown.
             // SAFETY: getpid has no preconditions.
             let supported = crate::sys::pidfd_open(unsafe { libc::getpid() })
-                .map(|fd| pidfd_send_signal(fd.as_raw_fd(), 0, PIDFD_SIGNAL_PROCESS_GROUP))
+                .map(|fd| {
+                    crate::sys::pidfd_send_signal(fd.as_raw_fd(), 0, PIDFD_SIGNAL_PROCESS_GROUP)
+                })
                 .is_ok_and(|r| r != Err(Errno::EINVAL));
             GROUP_FLAG.store(if supported { YES } else { NO }, Ordering::Relaxed);
             supported
         }
     }
-}
-
-fn pidfd_send_signal(pidfd: RawFd, signal: i32, flags: libc::c_uint) -> Result<(), Errno> {
-    // SAFETY: the syscall takes a pidfd, a signal, a null siginfo and flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd,
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            flags,
-        )
-    };
-    crate::sys::cvt(ret as libc::c_int).map(drop)
 }
 
 /// Everything one child's signals reach: the child itself, the group it leads or joined, and

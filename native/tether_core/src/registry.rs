@@ -309,3 +309,105 @@ fn with_open_stdin(entry: Option<&mut Entry>) -> Result<&mut Entry, WriteError> 
 fn live(entry: Option<&Entry>) -> Result<&Entry, NoProcess> {
     entry.filter(|e| !e.exited).ok_or(NoProcess)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::process::{Child, Command};
+
+    /// A real `sleep`, registered as a child signalled alone, with `stdin` as its open stdin.
+    fn registered(registry: &Registry, stdin: Option<RawFd>) -> (Child, u32) {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let os_pid = child.id();
+        let pidfd = sys::pidfd_open(os_pid as libc::pid_t).unwrap();
+        let entry = Entry {
+            id: 7,
+            targets: Arc::new(Targets::process(os_pid as libc::pid_t, pidfd)),
+            leads_group: false,
+            stopping: false,
+            first_stop_signal: Some(libc::SIGTERM),
+            stdin: stdin.is_some(),
+            stdin_fd: stdin,
+            terminal_fd: None,
+            stdin_queued: 0,
+            stdin_direct_bytes: 0,
+            exited: false,
+            tag: Arc::new(()),
+        };
+        registry.insert(os_pid, entry);
+        (child, os_pid)
+    }
+
+    #[test]
+    fn a_stop_is_begun_once_and_sends_its_first_signal() {
+        let registry = Registry::default();
+        let (mut child, os_pid) = registered(&registry, None);
+        assert_eq!(registry.state(os_pid), Ok(State::Running));
+        assert_eq!(registry.begin_stop(os_pid), Ok(Some((7, true))));
+        assert_eq!(registry.begin_stop(os_pid), Ok(None));
+        assert_eq!(registry.state(os_pid), Ok(State::Stopping));
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15)
+        );
+        assert_eq!(registry.begin_stop(1), Err(NoProcess));
+    }
+
+    #[test]
+    fn an_exited_child_is_never_signalled_and_no_longer_counted() {
+        let registry = Registry::default();
+        let (mut child, os_pid) = registered(&registry, None);
+        assert_eq!((registry.len(), registry.os_pids()), (1, vec![os_pid]));
+        child.kill().unwrap();
+        registry.mark_exited(os_pid, || child.wait().unwrap());
+        assert_eq!(
+            registry.kill(os_pid, libc::SIGKILL),
+            Err(KillError::NoProcess)
+        );
+        assert_eq!(registry.state(os_pid), Err(NoProcess));
+        assert_eq!((registry.len(), registry.exited_len()), (0, 1));
+        // The id and the tag stay until the exit is reported.
+        assert_eq!(registry.id(os_pid), Ok(7));
+        assert!(registry.tag(os_pid).is_some());
+        registry.remove(os_pid, || ());
+        assert_eq!(
+            (registry.exited_len(), registry.id(os_pid)),
+            (0, Err(NoProcess))
+        );
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn small_writes_go_straight_to_the_pipe_unless_something_is_queued() {
+        let registry = Registry::default();
+        let (read_end, write_end) = sys::input_pipe(0).unwrap();
+        let (mut child, os_pid) = registered(&registry, Some(write_end.as_raw_fd()));
+        assert_eq!(registry.write_or_queue(os_pid, b"abc", 16), Ok(None));
+        assert_eq!(registry.stdin_direct_bytes(os_pid), 3);
+        // Too big to write directly: the event loop gets it, and what follows queues behind.
+        assert_eq!(
+            registry.write_or_queue(os_pid, &[0; 17], 16),
+            Ok(Some((7, 0)))
+        );
+        assert_eq!(registry.write_or_queue(os_pid, b"d", 16), Ok(Some((7, 0))));
+        registry.stdin_dequeued(os_pid);
+        registry.stdin_dequeued(os_pid);
+        assert_eq!(registry.write_or_queue(os_pid, b"e", 16), Ok(None));
+        let mut buffer = [0u8; 8];
+        let n = sys::read(read_end.as_raw_fd(), &mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"abce");
+        assert_eq!(registry.stdin_id(os_pid, true), Ok(7));
+        assert_eq!(
+            registry.write_or_queue(os_pid, b"f", 16),
+            Err(WriteError::Closed)
+        );
+        assert_eq!(
+            registry.write_or_queue(1, b"f", 16),
+            Err(WriteError::NoProcess)
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -274,3 +274,69 @@ fn send_record(socket: RawFd, record: &Record) -> Result<(), Errno> {
     let fds: Vec<RawFd> = record.fd.iter().map(AsRawFd::as_raw_fd).collect();
     crate::spawner::send_with_fds(socket, &record.line, &fds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits until the program's pidfd is readable (it exited).
+    fn wait_exit(fd: RawFd) {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut poll, 1, 10_000) }, 1);
+    }
+
+    #[test]
+    fn records_name_the_group_or_the_cgroup_root() {
+        assert_eq!(root_record(std::path::Path::new("/sys/x")).line, b"C/sys/x");
+        let pidfd = sys::pidfd_open(std::process::id() as libc::pid_t).unwrap();
+        let record = guard_record(4242, pidfd.as_raw_fd());
+        assert_eq!(record.line, b"+4242");
+        assert!(record
+            .fd
+            .is_some_and(|fd| fd.as_raw_fd() != pidfd.as_raw_fd()));
+    }
+
+    #[test]
+    fn a_program_that_keeps_dying_young_by_itself_is_held_back() {
+        let mut watchdog = Watchdog::new(Some(b"/bin/false".to_vec()));
+        let (mut stack, dev_null) = (ChildStack::default(), sys::open_dev_null().unwrap());
+        for death in 1..=CRASH_LOOP {
+            assert!(
+                watchdog.next_start().unwrap() <= Instant::now(),
+                "death {death}"
+            );
+            let interest = watchdog.start(&mut stack, dev_null.as_raw_fd(), std::iter::empty());
+            wait_exit(interest.exit.unwrap());
+            assert!(watchdog.on_exit(|_| ()));
+            assert_eq!(watchdog.pid(), None);
+        }
+        let held = watchdog.next_start().unwrap();
+        assert!(held > Instant::now() + CRASH_LOOP_DELAY / 2);
+        // Held back: a start now does nothing.
+        let interest = watchdog.start(&mut stack, dev_null.as_raw_fd(), std::iter::empty());
+        assert_eq!(interest, Interest::default());
+    }
+
+    #[test]
+    fn a_killed_program_is_restarted_at_once_and_told_everything_again() {
+        let mut watchdog = Watchdog::new(Some(b"/bin/cat".to_vec()));
+        let (mut stack, dev_null) = (ChildStack::default(), sys::open_dev_null().unwrap());
+        watchdog.add_cgroup_root(PathBuf::from("/sys/fs/cgroup/none"));
+        for _ in 0..CRASH_LOOP + 1 {
+            let interest = watchdog.start(&mut stack, dev_null.as_raw_fd(), std::iter::empty());
+            let pid = watchdog.pid().unwrap();
+            // The root record reached it (cat copies it to /dev/null; the queue is empty).
+            assert!(watchdog.pending.is_empty());
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_exit(interest.exit.unwrap());
+            assert!(watchdog.on_exit(|_| ()));
+            assert!(watchdog.next_start().unwrap() <= Instant::now());
+        }
+    }
+}
