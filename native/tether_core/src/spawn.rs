@@ -47,22 +47,6 @@ pub enum SpawnError {
     CgroupLimitsUnavailable,
 }
 
-impl SpawnError {
-    /// The lower-case name used as an Elixir atom: `enoent`, `sigchld_ignored`, …
-    pub fn name(&self) -> String {
-        match self {
-            SpawnError::Os(errno) => format!("{errno:?}").to_ascii_lowercase(),
-            SpawnError::SigchldIgnored => "sigchld_ignored".into(),
-            SpawnError::InvalidCommand => "invalid_command".into(),
-            SpawnError::UnknownUser => "unknown_user".into(),
-            SpawnError::MaxChildren => "max_children".into(),
-            SpawnError::Internal => "internal".into(),
-            SpawnError::BadGroup => "bad_group".into(),
-            SpawnError::CgroupLimitsUnavailable => "cgroup_limits_unavailable".into(),
-        }
-    }
-}
-
 impl From<Errno> for SpawnError {
     fn from(errno: Errno) -> SpawnError {
         SpawnError::Os(errno)
@@ -1258,12 +1242,5 @@ mod tests {
         let envp = strings(&prepared.envp);
         assert!(envp.contains(&b"HOME=/nonexistent".to_vec()));
         assert!(envp.contains(&b"LOGNAME=nobody".to_vec()));
-    }
-
-    #[test]
-    fn error_names_are_atoms() {
-        assert_eq!(SpawnError::Os(Errno::ENOENT).name(), "enoent");
-        assert_eq!(SpawnError::Os(Errno::EACCES).name(), "eacces");
-        assert_eq!(SpawnError::SigchldIgnored.name(), "sigchld_ignored");
     }
 }

@@ -154,7 +154,8 @@ impl Listener for BeamListener {
             match result {
                 Ok(os_pid) => (atoms::ok(), os_pid).encode(env),
                 Err(error) => {
-                    let reason = Atom::from_str(env, &error.name()).unwrap_or(atoms::error());
+                    let reason = Atom::from_str(env, &crate::encode::spawn_error_name(&error))
+                        .unwrap_or(atoms::error());
                     (atoms::error(), reason).encode(env)
                 }
             }
