@@ -11,7 +11,7 @@ defmodule Tether.ExecTest do
     assert :eunit.test(:exec_usage_tests, [:no_tty]) == :ok
   end
 
-  # The calls of our users' TestCluster.Manager design (../shared/seed), as written there.
+  # The calls of our users' TestCluster.Manager design (the design document they wrote), as written there.
   test "the seed's run options, output handler messages and stop/kill calls" do
     env = [{"PHX_PORT", "4000"}, {"MIX_ENV", "dev"}]
 

@@ -234,7 +234,7 @@ pub fn rlimit_resource(name: &str) -> Option<i32> {
     Some(resource as i32)
 }
 
-/// 1 MiB pipes quadruple throughput from a fast producer (see NATIVE_FACTS.md); the kernel
+/// 1 MiB pipes quadruple throughput from a fast producer (see docs/native-facts.md); the kernel
 /// allocates the pages only as they fill.
 pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 

@@ -1,7 +1,7 @@
 //! Starting a child: `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` and a child-side setup that
 //! only makes async-signal-safe system calls.
 //!
-//! Why this shape (measured, see NATIVE_FACTS.md):
+//! Why this shape (measured, see docs/native-facts.md):
 //! - `fork` copies the VM's page tables (65 ms per spawn with 2 GiB live); a vfork-style clone
 //!   shares the memory and suspends only the calling thread until `execve`, so the cost does not
 //!   grow with the VM.

@@ -2,7 +2,7 @@
 //! child for the reactor, so that a spawn costs the same with 10,000 live children as with none
 //! and a child's `max_rss` is its own program's.
 //!
-//! Why (measured, see NATIVE_FACTS.md): a `clone` without `CLONE_FILES` copies the caller's
+//! Why (measured, see docs/native-facts.md): a `clone` without `CLONE_FILES` copies the caller's
 //! whole fd table, and the VM holds ≥ 3 fds per live child (+200 µs per spawn at 10k fds); a
 //! vfork-style child runs in the caller's memory until `execve`, and the kernel folds that
 //! memory's high-water mark into the child's rusage (`/bin/true` "used" the VM's 63 MB). The
