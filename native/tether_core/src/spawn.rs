@@ -854,11 +854,12 @@ pub(crate) fn clone_request(
     // SAFETY: `own.error` points to the spawner's shared page, alive for its whole life.
     let error = unsafe { &*own.error };
     error.store(0, Ordering::SeqCst);
-    // Not CLONE_VM: the child gets a copy of the spawner's few anonymous pages (its text is
-    // not copied), so the peak RSS the kernel folds into its max_rss at execve is not the
-    // spawner's whole (~1.2 MB, more than /bin/true's own). CLONE_VFORK still holds us until
-    // it execs; the errno comes back through the shared page.
-    let flags = libc::CLONE_PARENT | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // CLONE_VM: the child runs in the spawner's memory until it execs (vfork semantics, no
+    // copy of the address space); the spawner keeps its peak RSS below any program's own (see
+    // `spawner::shed`), so the peak the kernel folds into the child's max_rss at execve is the
+    // program's. The errno comes back through the shared page.
+    let flags =
+        libc::CLONE_PARENT | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     match clone_child(&context, stack, flags) {
         Ok((pid, pidfd)) => (
             Response {
