@@ -856,7 +856,7 @@ pub(crate) fn clone_request(
     error.store(0, Ordering::SeqCst);
     // CLONE_VM: the child runs in the spawner's memory until it execs (vfork semantics, no
     // copy of the address space); the spawner keeps its peak RSS below any program's own (see
-    // `spawner::shed`), so the peak the kernel folds into the child's max_rss at execve is the
+    // `spawner::serve`), so the peak the kernel folds into the child's max_rss at execve is the
     // program's. The errno comes back through the shared page.
     let flags =
         libc::CLONE_PARENT | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
