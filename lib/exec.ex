@@ -19,6 +19,16 @@ defmodule :exec do
   option. String commands run under `$SHELL -c` (`/bin/sh` when `SHELL` is unset); lists of
   strings run directly.
 
+  Capabilities are erlexec's, with the VM in the place of its port program: a run's
+  `{capabilities, Caps}` gives the child, whether it runs as root or as another user, exactly
+  those of `Caps` that the VM holds (`all`: every one it holds), within the start option's, as
+  its effective, permitted, inheritable and ambient sets (so they survive `execve`; see
+  `Tether.run/2`'s `:capabilities`). `{capabilities, Caps}` at start bounds every child: a child
+  that runs as root holds exactly `Caps` (the rest dropped from its bounding set too), one that
+  runs as another user what its run asks for of `Caps`. `[]` means no option, at start as in a
+  run. Without either, children of a root VM hold every capability, and children run as
+  another user none.
+
   Each OS process is started with `Tether.run/2` by a small proxy process (the `pid`
   returned), which translates the exit reason. Output goes straight from Tether to its
   destination.
@@ -47,8 +57,9 @@ defmodule :exec do
 
   Options are erlexec's: `root` (with `{user, User}` and `{limit_users, Users}`: children run as
   `User` unless a run asks for another user of `Users`), `{env, Env}` (added to every child's
-  environment), `debug`, `{debug, N}`, `verbose`, `{capabilities, Caps}` (checked; see
-  `MIGRATING.md`), and the port program's `args`, `alarm`, `portexe`, `valgrind`, which mean
+  environment), `debug`, `{debug, N}`, `verbose`, `{capabilities, Caps}` (the most any child
+  holds; a child that runs as root holds exactly those: see the moduledoc and `MIGRATING.md`),
+  and the port program's `args`, `alarm`, `portexe`, `valgrind`, which mean
   nothing without a port program. Errors are erlexec's strings (`"Cannot specify effective
   user..."`), or `{:invalid_option, option}`.
   """
@@ -540,6 +551,10 @@ defmodule :exec do
          %{
            user: user,
            limit_users: parsed.limit_users,
+           # What children may hold (see capabilities/3): the VM's, within the start option's.
+           capabilities: Bitwise.band(held_capabilities(), parsed.capabilities || -1),
+           capabilities_limited: parsed.capabilities != nil,
+           root: current_uid() == 0,
            env: parsed.env,
            debug: parsed.debug,
            # os_pid => %{proxy: proxy}; proxy => os_pid
@@ -609,7 +624,8 @@ defmodule :exec do
       {:ok, user} ->
         options =
           [kill_group: flags.kill_group] ++
-            if(user, do: [user: user], else: []) ++ with_env(options, state.env)
+            if(user, do: [user: user], else: []) ++
+            capabilities(flags.capabilities, user, state) ++ with_env(options, state.env)
 
         proxy =
           Proxy.start(%{
@@ -719,6 +735,37 @@ defmodule :exec do
       else:
         {:error,
          :lists.flatten(:io_lib.format(~c"User ~s is not allowed to run commands!", [user]))}
+  end
+
+  # erlexec's children inherit the capabilities of its port program, which holds those of
+  # `{capabilities, Caps}` (all of its own without): a run gets those it asks for that the port
+  # holds (`all`: every one), as its effective, permitted and ambient sets. Here the VM stands
+  # in for the port program: a run gets what it asks for of what the VM holds, within the start
+  # option's; and a child that runs as root, which would otherwise hold every capability, holds
+  # no more than the start option's.
+  defp capabilities(nil, user, state) do
+    root_child? = if user, do: user == "root", else: state.root
+
+    if state.capabilities_limited and root_child?,
+      do: [capabilities: Tether.Options.capability_names(state.capabilities)],
+      else: []
+  end
+
+  defp capabilities(:all, _user, state),
+    do: [capabilities: Tether.Options.capability_names(state.capabilities)]
+
+  defp capabilities(mask, _user, state),
+    do: [capabilities: Tether.Options.capability_names(Bitwise.band(mask, state.capabilities))]
+
+  # The capabilities the VM holds and may pass on (permitted, within its bounding set).
+  defp held_capabilities do
+    with {:ok, status} <- File.read("/proc/self/status"),
+         [_, permitted] <- Regex.run(~r/^CapPrm:\s+([0-9a-f]+)/m, status),
+         [_, bounding] <- Regex.run(~r/^CapBnd:\s+([0-9a-f]+)/m, status) do
+      Bitwise.band(String.to_integer(permitted, 16), String.to_integer(bounding, 16))
+    else
+      _ -> 0
+    end
   end
 
   defp starting(state, ref, proxy, from) do

@@ -72,6 +72,15 @@ defmodule Tether do
     * `{:nice, n}` - the scheduling priority, -20..19.
     * `{:rlimit, [nofile: 1024, as: bytes, cpu: seconds, core: 0]}` - resource limits, each a
       number (soft = hard), `{soft, hard}` or `:infinity`.
+    * `{:capabilities, names | :all}` - the Linux capabilities the process runs with, named as
+      in `capabilities(7)` without `CAP_` (`[:kill, :net_bind_service]`; `:cap_kill` works
+      too): exactly those are its effective, permitted, inheritable and ambient sets, so they
+      survive `execve` and pass on to the programs it runs, as root or as a `:user`. A process
+      that runs as root also loses the others from its bounding set, so that no setuid program
+      gives them back (it still has uid 0: root's files are its own). `[]` is none at all,
+      `:all` every capability the VM holds. The VM must hold them, else `run/2` returns
+      `{:error, :eperm}`. Without the option a process has what `execve` gives its user: every
+      capability as root, none as another user.
 
   Stopping:
 

@@ -26,6 +26,7 @@ defmodule Tether.Options do
           detach: boolean,
           nice: -20..19 | nil,
           user: binary | nil,
+          capabilities: :all | non_neg_integer | nil,
           rlimits: [{binary, non_neg_integer, non_neg_integer}],
           idle_timeout_ms: pos_integer | nil,
           max_output: pos_integer | nil,
@@ -97,6 +98,7 @@ defmodule Tether.Options do
       cgroup_limits: [],
       nice: nil,
       user: nil,
+      capabilities: nil,
       rlimits: [],
       idle_timeout_ms: nil,
       max_output: nil,
@@ -274,6 +276,18 @@ defmodule Tether.Options do
     %{spec | user: c_string!(user, ":user option")}
   end
 
+  defp option!({:capabilities, :all}, spec, _caller), do: %{spec | capabilities: :all}
+
+  defp option!({:capabilities, names}, spec, _caller) when is_list(names) do
+    case capability_mask(names) do
+      {:ok, mask} ->
+        %{spec | capabilities: mask}
+
+      :error ->
+        bad!(:capabilities, names, ":all or a list of names like [:kill, :net_bind_service]")
+    end
+  end
+
   defp option!({:rlimit, limits}, spec, _caller) when is_list(limits) do
     proper_list?(limits) or bad!(:rlimit, limits, "a keyword list like [nofile: 1024]")
     %{spec | rlimits: spec.rlimits ++ Enum.map(limits, &rlimit!/1)}
@@ -316,6 +330,7 @@ defmodule Tether.Options do
 
   @known [:active, :monitor, :stdin, :env, :cd, :executable, :kill_timeout, :kill, :kill_sequence] ++
            [:kill_group, :group, :detach, :pty, :winsz, :pty_echo, :nice, :user, :rlimit] ++
+           [:capabilities] ++
            [:idle_timeout, :max_output, :success_exit_code, :link, :sync, :timeout] ++
            [:background_jobs, :cgroup_limits]
 
@@ -460,6 +475,51 @@ defmodule Tether.Options do
   # The :print destination: each chunk to Logger, with the os_pid.
   def print(stream, os_pid, data) do
     Logger.info(["[", Integer.to_string(os_pid), ":", Atom.to_string(stream), "] ", data])
+  end
+
+  # Linux's capabilities in kernel order: CAP_CHOWN is 0, CAP_CHECKPOINT_RESTORE 40.
+  @capabilities ~w(chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap
+                   linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock
+                   ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin
+                   sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease
+                   audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm
+                   block_suspend audit_read perfmon bpf checkpoint_restore)a
+  @capability_bits for {cap, bit} <- Enum.with_index(@capabilities),
+                       into: %{},
+                       do: {Atom.to_string(cap), bit}
+
+  @doc false
+  # The mask (bit n: capability n) of a proper list of capability names, each an atom with or
+  # without the `cap_` prefix (`:kill`, `:cap_kill`); :error for anything else.
+  @spec capability_mask(term) :: {:ok, non_neg_integer} | :error
+  def capability_mask(names) when is_list(names) do
+    if proper_list?(names) do
+      Enum.reduce_while(names, {:ok, 0}, fn name, {:ok, mask} ->
+        case capability_bit(name) do
+          {:ok, bit} -> {:cont, {:ok, Bitwise.bor(mask, Bitwise.bsl(1, bit))}}
+          :error -> {:halt, :error}
+        end
+      end)
+    else
+      :error
+    end
+  end
+
+  def capability_mask(_names), do: :error
+
+  defp capability_bit(name) when is_atom(name) do
+    Map.fetch(@capability_bits, name |> Atom.to_string() |> String.replace_prefix("cap_", ""))
+  end
+
+  defp capability_bit(_name), do: :error
+
+  @doc false
+  # The capability names of a mask, in kernel order.
+  @spec capability_names(non_neg_integer) :: [atom]
+  def capability_names(mask) do
+    for {cap, bit} <- Enum.with_index(@capabilities),
+        Bitwise.band(mask, Bitwise.bsl(1, bit)) != 0,
+        do: cap
   end
 
   defp rlimit!({name, value}) when is_atom(name) do

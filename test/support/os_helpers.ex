@@ -38,6 +38,33 @@ defmodule Tether.OsHelpers do
     end)
   end
 
+  @doc """
+  The capability sets of `os_pid`, as masks (bit n: capability n) read from
+  `/proc/<os_pid>/status`: `%{effective: _, permitted: _, inheritable: _, ambient: _, bounding: _}`.
+  """
+  def capabilities(os_pid) do
+    status = File.read!("/proc/#{os_pid}/status")
+
+    sets = [
+      effective: "Eff",
+      permitted: "Prm",
+      inheritable: "Inh",
+      ambient: "Amb",
+      bounding: "Bnd"
+    ]
+
+    for {set, field} <- sets, into: %{} do
+      [_, hex] = Regex.run(~r/^Cap#{field}:\s+([0-9a-f]+)$/m, status)
+      {set, String.to_integer(hex, 16)}
+    end
+  end
+
+  @doc "The capabilities this VM holds and may pass on: permitted, within its bounding set."
+  def held_capabilities do
+    %{permitted: permitted, bounding: bounding} = capabilities("self")
+    Bitwise.band(permitted, bounding)
+  end
+
   @doc "Path of a helper script under test/support/scripts."
   def script(name), do: Path.expand("scripts/#{name}", __DIR__)
 

@@ -64,6 +64,7 @@ defmodule Tether.TermGenerator do
     :timeout,
     :node,
     :user,
+    :capabilities,
     :bogus
   ]
   @manage_keys [
@@ -202,6 +203,9 @@ defmodule Tether.TermGenerator do
 
       :user ->
         Enum.random(["no-such-user-tether", :"no-such-user-tether", "", 5])
+
+      :capabilities ->
+        Enum.random([:all, [], [:kill, :cap_chown], [:no_such_cap], [:kill | :x], :kill])
 
       k when k in [:monitor, :detach, :kill_group, :link, :pty, :pty_echo, :sync] ->
         Enum.random([true, false, :maybe])

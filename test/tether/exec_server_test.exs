@@ -5,6 +5,8 @@ defmodule Tether.ExecServerTest do
   use ExUnit.Case, async: false
   import Tether.OsHelpers
 
+  @root File.read!("/proc/self/status") =~ ~r/^Uid:\s+0\s/m
+
   setup do
     stop_exec()
     on_exit(&stop_exec/0)
@@ -146,6 +148,84 @@ defmodule Tether.ExecServerTest do
       end
     end
 
+    @tag skip: not @root && "needs root"
+    test "root mode: a run as another user holds the capabilities it asks for; none without" do
+      assert {:ok, _} = :exec.start([:root, {:user, ~c"nobody"}, {:limit_users, [~c"nobody"]}])
+      asked = [{:capabilities, [:kill, :net_bind_service]}]
+      bounding = capabilities("self").bounding
+
+      with_sleep([{:user, ~c"nobody"} | asked], fn os_pid ->
+        assert capabilities(os_pid) == %{
+                 effective: 0x420,
+                 permitted: 0x420,
+                 inheritable: 0x420,
+                 ambient: 0x420,
+                 bounding: bounding
+               }
+      end)
+
+      # The effective user's children too.
+      with_sleep(asked, fn os_pid ->
+        assert %{effective: 0x420, permitted: 0x420, ambient: 0x420} = capabilities(os_pid)
+      end)
+
+      with_sleep([{:user, ~c"nobody"}], fn os_pid ->
+        assert %{effective: 0, permitted: 0, inheritable: 0, ambient: 0} = capabilities(os_pid)
+      end)
+    end
+
+    @tag skip: not @root && "needs root"
+    test "{capabilities, Caps}: no child holds more; a root child holds exactly those" do
+      assert {:ok, _} = :exec.start([{:capabilities, [:cap_kill, :net_bind_service]}])
+      wanted = 0x420
+
+      with_sleep([], fn os_pid ->
+        assert capabilities(os_pid) == %{
+                 effective: wanted,
+                 permitted: wanted,
+                 inheritable: wanted,
+                 ambient: wanted,
+                 bounding: wanted
+               }
+      end)
+
+      # A run asks within them (erlexec: of what its port program holds).
+      with_sleep([{:capabilities, [:kill, :sys_admin]}], fn os_pid ->
+        assert %{effective: 0x20, permitted: 0x20, bounding: 0x20} = capabilities(os_pid)
+      end)
+
+      with_sleep([{:capabilities, :all}], fn os_pid ->
+        assert %{effective: ^wanted, bounding: ^wanted} = capabilities(os_pid)
+      end)
+    end
+
+    @tag skip: not @root && "needs root"
+    test "{capabilities, Caps} in root mode bounds what a run as another user gets" do
+      options = [:root, {:user, ~c"nobody"}, {:limit_users, [~c"nobody"]}]
+      assert {:ok, _} = :exec.start([{:capabilities, [:kill]} | options])
+
+      with_sleep([{:capabilities, [:kill, :net_bind_service]}], fn os_pid ->
+        assert %{effective: 0x20, permitted: 0x20, ambient: 0x20} = capabilities(os_pid)
+      end)
+
+      with_sleep([], fn os_pid ->
+        assert %{effective: 0, permitted: 0, ambient: 0} = capabilities(os_pid)
+      end)
+    end
+
+    test "{capabilities, all} and {capabilities, []} set no limit (erlexec's default)" do
+      held = held_capabilities()
+
+      for caps <- [:all, []] do
+        stop_exec()
+        assert {:ok, _} = :exec.start([{:capabilities, caps}])
+
+        with_sleep([], fn os_pid ->
+          assert %{effective: ^held, permitted: ^held, ambient: 0} = capabilities(os_pid)
+        end)
+      end
+    end
+
     test "{env, Env} is added to every child's environment" do
       assert {:ok, _} = :exec.start([{:env, [{~c"FROM_START", ~c"yes"}]}])
       assert :exec.run(~c"echo $FROM_START", [:sync, :stdout]) == {:ok, [stdout: ["yes\n"]]}
@@ -166,6 +246,17 @@ defmodule Tether.ExecServerTest do
 
       System.delete_env("SHELL")
       assert :exec.run(~c"echo $0", [:sync, :stdout]) == {:ok, [stdout: ["/bin/sh\n"]]}
+    end
+  end
+
+  # Runs `sleep 30` with `options`, calls `fun` with its os_pid, stops it.
+  defp with_sleep(options, fun) do
+    {:ok, _pid, os_pid} = :exec.run([~c"sleep", ~c"30"], options)
+
+    try do
+      fun.(os_pid)
+    after
+      :exec.stop(os_pid)
     end
   end
 

@@ -2,6 +2,7 @@ defmodule Tether.ExecTest do
   # erlexec's behaviour of each call, with real processes. The `exec` server's own life (start,
   # stop, kill, the :erlexec application, start options) is in exec_server_test.exs.
   use ExUnit.Case, async: true
+  import Bitwise
   import Tether.OsHelpers
 
   doctest :exec
@@ -293,6 +294,53 @@ defmodule Tether.ExecTest do
       assert :exec.winsz(os_pid, 30, 100) == :ok
       :ok = :exec.send(os_pid, "\n")
       assert receive_bytes(os_pid, "30 100\r\n")
+    end
+  end
+
+  describe "{capabilities, Caps} of a run (the exec server started without it)" do
+    @describetag skip: not (File.read!("/proc/self/status") =~ ~r/^Uid:\s+0\s/m) && "needs root"
+
+    # A root child: it holds only those, its bounding set included (erlexec's run option adds
+    # to its port's; here the VM stands in for the port, and root would otherwise hold all).
+    test "a root child holds exactly those, ambient, within its bounding set" do
+      {:ok, _pid, os_pid} =
+        :exec.run([~c"sleep", ~c"30"], [{:capabilities, [:kill, :cap_net_bind_service]}])
+
+      on_exit(fn -> :exec.stop(os_pid) end)
+      wanted = 0x420
+
+      assert capabilities(os_pid) == %{
+               effective: wanted,
+               permitted: wanted,
+               inheritable: wanted,
+               ambient: wanted,
+               bounding: wanted
+             }
+    end
+
+    test "all is every capability the VM holds; [] is no option (erlexec's port program's)" do
+      held = held_capabilities()
+      {:ok, _pid, all} = :exec.run([~c"sleep", ~c"30"], [{:capabilities, :all}])
+      {:ok, _pid, none} = :exec.run([~c"sleep", ~c"30"], [{:capabilities, []}])
+      on_exit(fn -> Enum.each([all, none], &:exec.stop/1) end)
+      assert %{effective: ^held, permitted: ^held, ambient: ^held} = capabilities(all)
+      assert %{effective: ^held, permitted: ^held, ambient: 0} = capabilities(none)
+    end
+
+    test "what the VM does not hold is left out, as erlexec's port program leaves it out" do
+      held = held_capabilities()
+      # The first this VM lacks, if any (a container's root lacks some: sys_resource, …).
+      unheld = Tether.Options.capability_names(bnot(held) &&& (1 <<< 41) - 1) |> Enum.take(1)
+      {:ok, _pid, os_pid} = :exec.run([~c"sleep", ~c"30"], [{:capabilities, [:kill | unheld]}])
+      on_exit(fn -> :exec.stop(os_pid) end)
+      assert %{effective: 0x20, permitted: 0x20, ambient: 0x20} = capabilities(os_pid)
+    end
+  end
+
+  test "bad capabilities are an invalid_option" do
+    for bad <- [[:no_such_cap], :kill, [:kill | :x], [~c"kill"]] do
+      assert :exec.run(~c"true", [{:capabilities, bad}]) ==
+               {:error, {:invalid_option, {:capabilities, bad}}}
     end
   end
 

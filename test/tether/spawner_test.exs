@@ -109,6 +109,21 @@ defmodule Tether.SpawnerTest do
     assert {:error, :enoent} = Tether.run(["true"], cd: "/nonexistent")
   end
 
+  @tag skip: not (File.read!("/proc/self/status") =~ ~r/^Uid:\s+0\s/m) && "needs root"
+  test "capabilities reach the child, as another user or as root" do
+    spawner()
+    {:ok, pid, os_pid} = Tether.run(["sleep", "30"], user: "nobody", capabilities: [:kill])
+    assert %{effective: 32, permitted: 32, ambient: 32} = capabilities(os_pid)
+    Tether.stop(pid)
+    {:ok, pid, os_pid} = Tether.run(["sleep", "30"], capabilities: [:net_bind_service])
+
+    assert %{effective: 1024, permitted: 1024, ambient: 1024, bounding: 1024} =
+             capabilities(os_pid)
+
+    Tether.stop(pid)
+    assert Tether.Native.spawner_os_pid() != nil
+  end
+
   test "max_rss is the program's own, not the VM's nor the spawner's" do
     spawner()
     {:ok, _, os_pid} = Tether.run(["/bin/true"], [:monitor])

@@ -8,8 +8,9 @@ defmodule Tether.Exec.Options do
   bad output redirections (`"Invalid stdout option ..."`).
 
   What the `:exec` layer handles itself comes back as flags: `:monitor`, `:link`, `:sync`,
-  `:kill_group`, `:group`, `:success_exit_code`, `:user` and the terminal modes of `{pty, Opts}`
-  that Tether has no option for (`:termios`).
+  `:kill_group`, `:group`, `:success_exit_code`, `:user`, `:capabilities` (the server narrows
+  them to what it may give, see `:exec.start/1`) and the terminal modes of `{pty, Opts}` that
+  Tether has no option for (`:termios`).
   """
 
   @typedoc "What `translate/2` returns besides the Tether options."
@@ -21,6 +22,7 @@ defmodule Tether.Exec.Options do
           group: non_neg_integer | nil,
           success_exit_code: 0..255,
           user: String.t() | nil,
+          capabilities: :all | non_neg_integer | nil,
           pty: boolean,
           termios: [{atom, integer | boolean}]
         }
@@ -86,6 +88,7 @@ defmodule Tether.Exec.Options do
         group: nil,
         success_exit_code: 0,
         user: nil,
+        capabilities: nil,
         pty: false,
         termios: []
       }
@@ -168,10 +171,16 @@ defmodule Tether.Exec.Options do
     end
   end
 
-  defp option({:capabilities, :all}, _caller, flags), do: {:flags, flags}
+  defp option({:capabilities, :all}, _caller, flags),
+    do: {:flags, %{flags | capabilities: :all}}
 
+  # erlexec's port program takes [] as no capabilities asked for.
   defp option({:capabilities, caps} = option, _caller, flags) when is_list(caps) do
-    if valid_capabilities?(caps), do: {:flags, flags}, else: invalid(option)
+    case Tether.Options.capability_mask(caps) do
+      {:ok, 0} -> {:flags, %{flags | capabilities: nil}}
+      {:ok, mask} -> {:flags, %{flags | capabilities: mask}}
+      :error -> invalid(option)
+    end
   end
 
   defp option({:stdin, source}, _caller, flags) when source in [:null, :close],
@@ -419,7 +428,15 @@ defmodule Tether.Exec.Options do
   def start_options(options), do: {:error, {:invalid_option, options}}
 
   defp parse_start(options) do
-    base = %{root: false, user: nil, limit_users: [], env: [], debug: 0, verbose: false}
+    base = %{
+      root: false,
+      user: nil,
+      limit_users: [],
+      env: [],
+      debug: 0,
+      verbose: false,
+      capabilities: nil
+    }
 
     Enum.reduce_while(options, {:ok, base}, fn option, {:ok, acc} ->
       case start_option(option, acc) do
@@ -460,10 +477,16 @@ defmodule Tether.Exec.Options do
       else: :error
   end
 
-  defp start_option({:capabilities, :all}, acc), do: {:ok, acc}
+  # The most the server's children may hold: nil for no limit (`all`, and erlexec's [], its
+  # port program's default).
+  defp start_option({:capabilities, :all}, acc), do: {:ok, %{acc | capabilities: nil}}
 
   defp start_option({:capabilities, caps}, acc) when is_list(caps) do
-    if valid_capabilities?(caps), do: {:ok, acc}, else: :error
+    case Tether.Options.capability_mask(caps) do
+      {:ok, 0} -> {:ok, %{acc | capabilities: nil}}
+      {:ok, mask} -> {:ok, %{acc | capabilities: mask}}
+      :error -> :error
+    end
   end
 
   # The port program's own settings: there is no port program, so they mean nothing here.
@@ -488,20 +511,6 @@ defmodule Tether.Exec.Options do
     do: {:error, ~c"Cannot restrict users {limit_users,Users} in non-root mode!"}
 
   defp check_start(options), do: {:ok, options}
-
-  @capabilities ~w(chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap
-                   linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock
-                   ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin
-                   sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease
-                   audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm
-                   block_suspend audit_read perfmon bpf checkpoint_restore)
-
-  defp valid_capabilities?(caps) do
-    proper_list?(caps) and
-      Enum.all?(caps, fn cap ->
-        is_atom(cap) and String.replace_prefix(Atom.to_string(cap), "cap_", "") in @capabilities
-      end)
-  end
 
   # ── Helpers ──────────────────────────────────────────────────────────────────────────────
 

@@ -94,6 +94,39 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// The Linux capabilities a child runs with (`capabilities(7)`): its effective, permitted,
+/// inheritable and ambient sets, so that they survive its `execve` (and pass to what it runs in
+/// turn). A child that stays root also has the others dropped from its bounding set, so that
+/// neither it nor a setuid program it runs gets them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capabilities {
+    /// Exactly these: bit `n` is capability `n` (`CAP_KILL` is 5). The spawning process must
+    /// hold them (permitted, and in its bounding set), else the spawn fails with `EPERM`.
+    Only(u64),
+    /// Every capability the spawning process holds and may pass on (permitted and bounding).
+    All,
+}
+
+impl Capabilities {
+    /// The set the child ends with, given the spawning process's permitted and bounding sets
+    /// (as masks). `Only` is not narrowed: asking for what is not held must fail, not shrink.
+    pub fn resolve(self, permitted: u64, bounding: u64) -> u64 {
+        match self {
+            Capabilities::Only(mask) => mask,
+            Capabilities::All => permitted & bounding,
+        }
+    }
+
+    /// What a child that stays root drops from its bounding set: the rest of it, for an explicit
+    /// set (`All` keeps what it has).
+    pub fn bounding_drops(self, bounding: u64) -> u64 {
+        match self {
+            Capabilities::Only(mask) => bounding & !mask,
+            Capabilities::All => 0,
+        }
+    }
+}
+
 /// A command to spawn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
@@ -122,6 +155,9 @@ pub struct Command {
     pub nice: Option<i32>,
     /// Run as this user (uid, gid and supplementary groups): needs root.
     pub user: Option<Vec<u8>>,
+    /// The capabilities the child runs with (`None`: what `execve` gives its user, as usual:
+    /// all of the bounding set for root, none for another user).
+    pub capabilities: Option<Capabilities>,
     pub rlimits: Vec<Rlimit>,
     /// After the child's exit, leave what it started running until its owner dies (instead of
     /// stopping it with the child's stop sequence).
@@ -162,6 +198,7 @@ impl Command {
             pipe_size: DEFAULT_PIPE_SIZE,
             nice: None,
             user: None,
+            capabilities: None,
             rlimits: Vec::new(),
             keep_background: false,
             cgroup_limits: Vec::new(),
@@ -247,6 +284,38 @@ mod tests {
         assert_eq!(rlimit_resource("nofile"), Some(libc::RLIMIT_NOFILE as i32));
         assert_eq!(rlimit_resource("core"), Some(libc::RLIMIT_CORE as i32));
         assert_eq!(rlimit_resource("bogus"), None);
+    }
+
+    #[test]
+    fn capability_sets() {
+        const KILL: u64 = 1 << 5;
+        const NET_BIND_SERVICE: u64 = 1 << 10;
+        const SYS_RESOURCE: u64 = 1 << 24;
+        // 41 capabilities, as on Linux 5.9+ (CAP_CHECKPOINT_RESTORE = 40), minus sys_resource.
+        let bounding = ((1u64 << 41) - 1) & !SYS_RESOURCE;
+        let permitted = bounding;
+        let wanted = Capabilities::Only(KILL | NET_BIND_SERVICE);
+        assert_eq!(wanted.resolve(permitted, bounding), KILL | NET_BIND_SERVICE);
+        assert_eq!(wanted.resolve(permitted, bounding), 0x420);
+        assert_eq!(
+            wanted.bounding_drops(bounding),
+            bounding & !(KILL | NET_BIND_SERVICE)
+        );
+        // Not narrowed to what is held: the kernel refuses it, the spawn fails.
+        assert_eq!(
+            Capabilities::Only(SYS_RESOURCE).resolve(permitted, bounding),
+            SYS_RESOURCE
+        );
+        assert_eq!(Capabilities::Only(0).resolve(permitted, bounding), 0);
+        assert_eq!(Capabilities::Only(0).bounding_drops(bounding), bounding);
+        // All: what is held and may be passed on.
+        assert_eq!(Capabilities::All.resolve(permitted, bounding), bounding);
+        assert_eq!(Capabilities::All.resolve(KILL, bounding), KILL);
+        assert_eq!(
+            Capabilities::All.resolve(KILL | SYS_RESOURCE, bounding),
+            KILL
+        );
+        assert_eq!(Capabilities::All.bounding_drops(bounding), 0);
     }
 
     #[test]

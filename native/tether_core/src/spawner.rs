@@ -32,6 +32,7 @@
 //! spawner that cannot be started (program missing, start failures) falls back to a direct
 //! spawn from the reactor thread, as do requests too large for one message.
 
+use crate::command::Capabilities;
 use crate::spawn::{self, ChildStack, SpawnError};
 use crate::sys;
 use nix::errno::Errno;
@@ -45,7 +46,7 @@ pub const MAX_REQUEST: usize = 160 * 1024;
 pub const MAX_FDS: usize = 8;
 /// The rlimits that are sent, `0..RLIMITS` (RLIMIT_CPU … RLIMIT_RTTIME).
 pub const RLIMITS: u32 = 16;
-const MAGIC: u32 = 0x7e7e_0001;
+const MAGIC: u32 = 0x7e7e_0002;
 /// After a failed start, the spawner is not tried again for this long (direct spawns meanwhile).
 const START_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -94,6 +95,7 @@ pub struct Request {
     pub oom_score_adj: Option<i32>,
     pub user: Option<(u32, u32)>,
     pub groups: Vec<u32>,
+    pub capabilities: Option<Capabilities>,
     /// Index of the report pipe's write end, or -1.
     pub report: i32,
     /// How many descriptors come with the request.
@@ -268,6 +270,14 @@ impl Request {
         for &g in &self.groups {
             w.u32(g);
         }
+        match self.capabilities {
+            None => w.u8(0),
+            Some(Capabilities::Only(mask)) => {
+                w.u8(1);
+                w.u64(mask);
+            }
+            Some(Capabilities::All) => w.u8(2),
+        }
         w.i32(self.report);
         w.u32(self.fd_count);
         w.0
@@ -324,6 +334,12 @@ impl Request {
         let groups = (0..group_count)
             .map(|_| r.u32())
             .collect::<Result<Vec<_>, _>>()?;
+        let capabilities = match r.u8()? {
+            0 => None,
+            1 => Some(Capabilities::Only(r.u64()?)),
+            2 => Some(Capabilities::All),
+            _ => return Err(DecodeError::Invalid("capabilities")),
+        };
         let report = r.i32()?;
         let fd_count = r.u32()?;
         if !r.0.is_empty() {
@@ -348,6 +364,7 @@ impl Request {
             oom_score_adj,
             user,
             groups,
+            capabilities,
             report,
             fd_count,
         };
@@ -1007,6 +1024,7 @@ mod tests {
             oom_score_adj: Some(200),
             user: Some((65534, 65534)),
             groups: vec![65534, 100],
+            capabilities: Some(Capabilities::Only(1 << 5 | 1 << 10)),
             report: 1,
             fd_count: 2,
         }
@@ -1025,7 +1043,12 @@ mod tests {
             report: -1,
             ..Request::default()
         };
-        assert_eq!(Request::decode(&minimal.encode()), Ok(minimal));
+        assert_eq!(Request::decode(&minimal.encode()), Ok(minimal.clone()));
+        let all = Request {
+            capabilities: Some(Capabilities::All),
+            ..minimal
+        };
+        assert_eq!(Request::decode(&all.encode()), Ok(all));
     }
 
     #[test]

@@ -664,3 +664,31 @@ fn a_users_files_are_opened_with_its_rights() {
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&metadata), uid);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn capabilities_are_exactly_those_asked_for() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let sets = "grep -E '^Cap(Prm|Eff|Amb)' /proc/self/status | cut -f2; \
+                grep '^CapBnd' /proc/self/status | cut -f2";
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t").map(str::to_owned))
+        .unwrap();
+    // kill (5) and net_bind_service (10), as another user: ambient, so they survive execve.
+    let mut command = sh(sets);
+    command.user = Some(b"nobody".to_vec());
+    command.capabilities = Some(tether_core::command::Capabilities::Only(1 << 5 | 1 << 10));
+    let (out, _, status) = run(command);
+    assert_eq!(status, Some(ExitStatus::Exited(0)));
+    let expected = format!("{0}\n{0}\n{0}\n{1}\n", "0000000000000420", bounding);
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+    // As root: the bounding set is narrowed too.
+    let mut command = sh(sets);
+    command.capabilities = Some(tether_core::command::Capabilities::Only(1 << 10));
+    let (out, _, _) = run(command);
+    assert_eq!(out, "0000000000000400\n".repeat(4).as_bytes());
+}

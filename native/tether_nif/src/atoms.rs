@@ -28,6 +28,7 @@ rustler::atoms! {
     other,
     new,
     inherit,
+    all,
     tether_spawned,
     tether_exit,
     tether_all_stopped,

@@ -3,7 +3,7 @@
 use crate::atoms;
 use rustler::{Atom, Binary, LocalPid, NifMap, NifResult, Term};
 use std::time::Duration;
-use tether_core::command::rlimit_resource;
+use tether_core::command::{rlimit_resource, Capabilities};
 use tether_core::{Command, EnvChange, Group, Input, Output, Pty, Rlimit, StopAction, StopStep};
 
 #[derive(NifMap)]
@@ -28,6 +28,8 @@ pub struct Spec<'a> {
     detach: bool,
     nice: Option<i32>,
     user: Option<Binary<'a>>,
+    /// `nil | :all | mask` (bit n: capability n)
+    capabilities: Term<'a>,
     /// `[{name, soft, hard}]`
     rlimits: Term<'a>,
     idle_timeout_ms: Option<u64>,
@@ -146,6 +148,16 @@ fn stop_step(term: Term) -> NifResult<StopStep> {
     })
 }
 
+fn capabilities(term: Term) -> NifResult<Option<Capabilities>> {
+    if is_atom(term, atoms::nil()) {
+        Ok(None)
+    } else if is_atom(term, atoms::all()) {
+        Ok(Some(Capabilities::All))
+    } else {
+        Ok(Some(Capabilities::Only(term.decode()?)))
+    }
+}
+
 fn rlimit(term: Term) -> NifResult<Rlimit> {
     let (name, soft, hard): (String, u64, u64) = term.decode()?;
     let resource = rlimit_resource(&name).ok_or(rustler::Error::BadArg)?;
@@ -179,6 +191,7 @@ impl Spec<'_> {
         command.detach = self.detach;
         command.nice = self.nice;
         command.user = self.user.map(|u| u.to_vec());
+        command.capabilities = capabilities(self.capabilities)?;
         command.rlimits = rlimits.into_iter().map(rlimit).collect::<Result<_, _>>()?;
         command.idle_timeout = self.idle_timeout_ms.map(Duration::from_millis);
         command.max_output = self.max_output;
