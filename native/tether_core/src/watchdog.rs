@@ -272,7 +272,7 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
 /// the socket is full).
 fn send_record(socket: RawFd, record: &Record) -> Result<(), Errno> {
     let fds: Vec<RawFd> = record.fd.iter().map(AsRawFd::as_raw_fd).collect();
-    crate::spawner::send_with_fds(socket, &record.line, &fds)
+    crate::sys::send_with_fds(socket, &record.line, &fds)
 }
 
 #[cfg(test)]

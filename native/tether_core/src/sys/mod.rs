@@ -5,11 +5,13 @@ mod fd;
 mod pidfd;
 mod proc;
 mod pty;
+mod socket;
 
 pub use fd::*;
 pub use pidfd::*;
 pub use proc::*;
 pub use pty::*;
+pub use socket::*;
 
 use nix::errno::Errno;
 
