@@ -348,13 +348,8 @@ defmodule :exec do
 
   def kill(_target, _signal), do: {:error, :badarg}
 
-  defp signal_number(signal) when is_integer(signal) and signal in 0..64, do: {:ok, signal}
-
-  defp signal_number(signal) when is_atom(signal) do
-    {:ok, Tether.signal_number(signal)}
-  rescue
-    ArgumentError -> :error
-  end
+  defp signal_number(signal) when is_integer(signal) or is_atom(signal),
+    do: Tether.Signal.number(signal)
 
   defp signal_number(_), do: :error
 
@@ -477,15 +472,6 @@ defmodule :exec do
   def status(other),
     do: raise(ArgumentError, "invalid wait status for :exec.status/1: #{inspect(other)}")
 
-  # erlexec's table, with SIGUSR1 and SIGUSR2 (which erlexec's lacks: its signal(10) is 10 and
-  # its signal_to_int(sigusr1) raises).
-  @signals [sighup: 1, sigint: 2, sigquit: 3, sigill: 4, sigtrap: 5, sigabrt: 6, sigbus: 7] ++
-             [sigfpe: 8, sigkill: 9, sigusr1: 10, sigsegv: 11, sigusr2: 12, sigpipe: 13] ++
-             [sigalrm: 14, sigterm: 15, sigstkflt: 16, sigchld: 17, sigcont: 18, sigstop: 19] ++
-             [sigtstp: 20, sigttin: 21, sigttou: 22, sigurg: 23, sigxcpu: 24, sigxfsz: 25] ++
-             [sigvtalrm: 26, sigprof: 27, sigwinch: 28, sigio: 29, sigpwr: 30, sigsys: 31] ++
-             [sigrtmin: 34, sigrtmax: 64]
-
   @doc """
   The name of a signal number (the number itself when it has none).
 
@@ -495,8 +481,7 @@ defmodule :exec do
       40
   """
   @spec signal(integer) :: atom | integer
-  for {name, number} <- @signals, do: def(signal(unquote(number)), do: unquote(name))
-  def signal(number) when is_integer(number), do: number
+  def signal(number) when is_integer(number), do: Tether.Signal.name(number)
 
   def signal(other),
     do: raise(ArgumentError, "invalid signal number for :exec.signal/1: #{inspect(other)}")
@@ -508,24 +493,20 @@ defmodule :exec do
       9
   """
   @spec signal_to_int(atom) :: integer
-  for {name, number} <- @signals, do: def(signal_to_int(unquote(name)), do: unquote(number))
+  def signal_to_int(name) do
+    case Tether.Signal.table_number(name) do
+      {:ok, number} ->
+        number
 
-  def signal_to_int(other),
-    do: raise(ArgumentError, "invalid signal name for :exec.signal_to_int/1: #{inspect(other)}")
+      :error ->
+        raise ArgumentError, "invalid signal name for :exec.signal_to_int/1: #{inspect(name)}"
+    end
+  end
 
   @doc false
   # Tether's exit reason in erlexec's form: the raw wait status.
   @spec to_erlexec_reason(Tether.Process.reason()) :: :normal | {:exit_status, integer} | atom
-  def to_erlexec_reason(:normal), do: :normal
-  def to_erlexec_reason({:exit_status, code}), do: {:exit_status, code * 256}
-
-  def to_erlexec_reason({:signal, signal, core?}) do
-    number = if is_integer(signal), do: signal, else: Tether.signal_number(signal)
-    {:exit_status, number + if(core?, do: 128, else: 0)}
-  end
-
-  def to_erlexec_reason(:unknown), do: {:exit_status, -1}
-  def to_erlexec_reason(other), do: other
+  defdelegate to_erlexec_reason(reason), to: Proxy
 
   # ── The server ──────────────────────────────────────────────────────────────────────────
 

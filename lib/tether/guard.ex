@@ -84,14 +84,15 @@ defmodule Tether.Guard do
   @doc false
   # Whether a child may join process group `pgid`: only a group that a live child of Tether
   # created, i.e. `pgid` is the os_pid of a child spawned by Tether (not adopted) that leads
-  # its own group; never the VM's group.
-  @spec check_group(:new | :inherit | pos_integer) :: :ok | {:error, :bad_group}
-  def check_group(group) when group in [:new, :inherit], do: :ok
+  # its own group; never the VM's group. `adopted?` tells a Tether.Process that adopted its OS
+  # process (Tether.Process.adopted?/1).
+  @spec check_group(:new | :inherit | pos_integer, (pid -> boolean)) :: :ok | {:error, :bad_group}
+  def check_group(group, _adopted?) when group in [:new, :inherit], do: :ok
 
-  def check_group(pgid) when is_integer(pgid) do
+  def check_group(pgid, adopted?) when is_integer(pgid) do
     with false <- pgid == vm_pgid(vm_os_pid()),
          {:ok, pid} <- Tether.Native.process_of(pgid),
-         false <- Tether.Process.adopted?(pid),
+         false <- adopted?.(pid),
          {:ok, %{pgrp: ^pgid}} <- stat(pgid) do
       :ok
     else

@@ -37,11 +37,11 @@ defmodule Tether.Process do
   #
   # Nothing is spawned when the application does not run (`{:error, :not_started}`) or when
   # `{:group, pgid}` names a group that is not a live child's (`{:error, :bad_group}`).
-  @spec start(Tether.Options.spec(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
+  @spec start(Tether.Spec.t(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
   def start(spec, options \\ []) do
     cond do
       not Tether.Guard.started?() -> {:error, :not_started}
-      (refusal = Tether.Guard.check_group(spec.group)) != :ok -> refusal
+      (refusal = Tether.Guard.check_group(spec.group, &adopted?/1)) != :ok -> refusal
       true -> do_start(spec, options)
     end
   end
@@ -123,7 +123,7 @@ defmodule Tether.Process do
           os_pid: os_pid,
           handle: handle,
           handlers: spec.handlers,
-          down_to: spec[:down_to],
+          down_to: spec.down_to,
           started: started
         })
 

@@ -17,21 +17,18 @@ defmodule Tether.Remote do
   """
 
   @doc false
-  # On the caller's node: starts `command` on `node`.
-  @spec run(node, Tether.command(), list) :: {:ok, pid, Tether.os_pid()} | {:error, term}
-  def run(node, command, options) do
+  # On the caller's node: starts `command` on `spec.node`. `spec` is `options` validated here
+  # (`Tether.Options.validate(:run, ...)`), so bad options raise in the caller naming the
+  # option; `options` go to the other node as given (its `{:node, node}` is that node itself).
+  @spec run(Tether.Spec.t(), Tether.command(), list) ::
+          {:ok, pid, Tether.os_pid()} | {:error, term}
+  def run(%Tether.Spec{node: node} = spec, command, options) do
     caller = self()
-    # Validate here, so bad options raise in the caller naming the option.
-    spec = Tether.Options.build!(command, options, caller)
-
-    spec.handlers == %{} or
-      raise ArgumentError, "output funs and :print cannot be used with the :node option"
-
     monitor? = spec.monitor != nil
 
     if spec.sync do
       # The whole synchronous run happens there; its owner is the call's process.
-      :erpc.call(node, Tether, :run, [command, options], :infinity)
+      :erpc.call(node, __MODULE__, :run_sync, [command, options], :infinity)
     else
       start(node, command, options, caller, monitor?, spec.link)
     end
@@ -98,7 +95,11 @@ defmodule Tether.Remote do
     caller_ref = Process.monitor(caller)
     {options, destinations} = local_destinations(options, caller)
 
-    case Tether.run(command, options) do
+    # Validated on this node (the run is local here), and never :sync (run/3 calls Tether.run/2
+    # here for that).
+    spec = Tether.Options.validate(:run, command, options)
+
+    case Tether.Process.start(spec) do
       {:ok, pid, os_pid} ->
         send(reply_to, {ref, {:ok, self(), pid, os_pid}})
         forward(os_pid, caller, caller_ref, destinations)
@@ -160,13 +161,9 @@ defmodule Tether.Remote do
   end
 
   @doc false
-  # Runs `Tether.fun(pid, args...)` on the node of `pid`.
-  @spec call(pid, atom, list) :: term
-  def call(pid, fun, args) do
-    :erpc.call(node(pid), Tether, fun, [pid | args], 30_000)
-  catch
-    :error, {:erpc, :noconnection} -> {:error, :no_process}
-    :error, {:erpc, reason} -> {:error, reason}
-    :error, {:exception, %ArgumentError{} = error, _} -> raise error
+  # On the remote node (called over :erpc): a `:sync` run, owned by the call's process.
+  @spec run_sync(Tether.command(), list) :: {:ok, keyword} | {:error, term}
+  def run_sync(command, options) do
+    :run |> Tether.Options.validate(command, options) |> Tether.Sync.run()
   end
 end

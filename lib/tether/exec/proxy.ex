@@ -209,5 +209,19 @@ defmodule Tether.Exec.Proxy do
   defp reason(:normal, %{flags: %{success_exit_code: code}}) when code != 0,
     do: {:exit_status, code}
 
-  defp reason(reason, _state), do: :exec.to_erlexec_reason(reason)
+  defp reason(reason, _state), do: to_erlexec_reason(reason)
+
+  @doc false
+  # Tether's exit reason in erlexec's form: the raw wait status.
+  @spec to_erlexec_reason(Tether.Process.reason()) :: :normal | {:exit_status, integer} | atom
+  def to_erlexec_reason(:normal), do: :normal
+  def to_erlexec_reason({:exit_status, code}), do: {:exit_status, code * 256}
+
+  def to_erlexec_reason({:signal, signal, core?}) do
+    number = Tether.Signal.number!(signal)
+    {:exit_status, number + if(core?, do: 128, else: 0)}
+  end
+
+  def to_erlexec_reason(:unknown), do: {:exit_status, -1}
+  def to_erlexec_reason(other), do: other
 end
