@@ -93,8 +93,8 @@ defmodule Tether.Daemon do
   @impl true
   def handle_info({stream, os_pid, data}, %{os_pid: os_pid} = state)
       when stream in [:stdout, :stderr] do
-    [rest | lines] = (state.partial[stream] <> data) |> String.split("\n") |> Enum.reverse()
-    for line <- Enum.reverse(lines), do: Logger.log(state.level, "[#{state.prefix}] #{line}")
+    {lines, rest} = Tether.Lines.split(state.partial[stream], data)
+    for line <- lines, do: Logger.log(state.level, "[#{state.prefix}] #{line}")
     {:noreply, %{state | partial: Map.put(state.partial, stream, rest)}}
   end
 

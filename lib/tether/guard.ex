@@ -34,20 +34,7 @@ defmodule Tether.Guard do
 
   defp not_a_thread(os_pid) do
     # /proc/TID exists for every thread, but signalling a thread id signals its whole process.
-    case File.read("/proc/#{os_pid}/status") do
-      {:ok, status} ->
-        if tgid(status) == os_pid, do: :ok, else: {:error, :no_process}
-
-      {:error, _} ->
-        {:error, :no_process}
-    end
-  end
-
-  defp tgid(status) do
-    case Regex.run(~r/^Tgid:\s+(\d+)$/m, status) do
-      [_, tgid] -> String.to_integer(tgid)
-      nil -> nil
-    end
+    if Tether.ProcFs.tgid(os_pid) == os_pid, do: :ok, else: {:error, :no_process}
   end
 
   # The VM, its child helper (erl_child_setup: erts aborts without it) and Tether's watchdog.
@@ -100,16 +87,6 @@ defmodule Tether.Guard do
     end
   end
 
-  @doc false
-  # The live (not zombie) processes of group `pgid`, read from /proc.
-  @spec group_members(pos_integer) :: [pos_integer]
-  def group_members(pgid) do
-    for entry <- File.ls!("/proc"),
-        {pid, ""} <- [Integer.parse(entry)],
-        match?({:ok, %{pgrp: ^pgid}}, stat(pid)),
-        do: pid
-  end
-
   # ── /proc ────────────────────────────────────────────────────────────────────────────────
 
   defp vm_os_pid, do: String.to_integer(System.pid())
@@ -132,19 +109,5 @@ defmodule Tether.Guard do
     end
   end
 
-  @doc false
-  # The fields of /proc/PID/stat that the checks use; {:error, :no_process} for a process that
-  # does not exist or has exited (a zombie).
-  @spec stat(integer) ::
-          {:ok, %{comm: binary, ppid: integer, pgrp: integer}} | {:error, :no_process}
-  def stat(pid) do
-    with {:ok, stat} <- File.read("/proc/#{pid}/stat"),
-         # The command name is in parentheses and may itself contain ") ".
-         [_, comm, rest] <- Regex.run(~r/^\d+ \((.*)\) (.*)$/s, stat),
-         [state, ppid, pgrp | _] when state not in ["Z", "X"] <- String.split(rest, " ") do
-      {:ok, %{comm: comm, ppid: String.to_integer(ppid), pgrp: String.to_integer(pgrp)}}
-    else
-      _ -> {:error, :no_process}
-    end
-  end
+  defp stat(pid), do: Tether.ProcFs.stat(pid)
 end

@@ -194,7 +194,7 @@ defmodule Tether.Exec.Proxy do
   # leaves behind is Tether's to stop; the children of Tether in the group (its leader, the
   # siblings that joined it) are signalled here, one by one and only while Tether runs them.
   defp term_group(%{pgid: pgid}) when is_integer(pgid) do
-    for member <- Tether.Guard.group_members(pgid), match?({:ok, _}, Tether.pid(member)) do
+    for member <- Tether.ProcFs.group_members(pgid), match?({:ok, _}, Tether.pid(member)) do
       Tether.kill(member, :sigterm)
     end
 
