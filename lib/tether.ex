@@ -141,7 +141,7 @@ defmodule Tether do
       `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node. If
       the caller dies or its node disconnects, the OS process is stopped; if `node` goes down,
       the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`. Destinations must be
-      pids (no funs or `:print`). See `Tether.Remote`.
+      pids (no funs or `:print`).
 
   Waiting:
 

@@ -1,20 +1,19 @@
 defmodule Tether.Remote do
-  @moduledoc """
-  Runs OS processes on other nodes of an Erlang cluster (`Tether.run(cmd, node: node)`), over
-  ordinary distribution.
-
-  The NIF can only send to local pids, so on the remote node a small relay process calls
-  `Tether.run/2` (it owns the OS process) and forwards `{:stdout, ...}`, `{:stderr, ...}`,
-  `{:tether_passive, ...}` and the `:DOWN` to their destinations, in order. The relay monitors
-  the caller: if the caller dies or its node disconnects, the relay exits and Tether stops the
-  OS process (unless `{:detach, true}`). On the caller's node a guard monitors the relay: if the
-  remote node goes down, the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`.
-
-  The returned `pid` is the `Tether.Process` on the remote node; `stop/1`, `kill/2`,
-  `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node.
-  Output destinations must be pids (or the caller): funs and `:print` would run on the remote
-  node and are refused.
-  """
+  @moduledoc false
+  # Runs OS processes on other nodes of an Erlang cluster (`Tether.run(cmd, node: node)`), over
+  # ordinary distribution.
+  #
+  # The NIF can only send to local pids, so on the remote node a small relay process calls
+  # `Tether.run/2` (it owns the OS process) and forwards `{:stdout, ...}`, `{:stderr, ...}`,
+  # `{:tether_passive, ...}` and the `:DOWN` to their destinations, in order. The relay monitors
+  # the caller: if the caller dies or its node disconnects, the relay exits and Tether stops the
+  # OS process (unless `{:detach, true}`). On the caller's node a guard monitors the relay: if the
+  # remote node goes down, the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`.
+  #
+  # The returned `pid` is the `Tether.Process` on the remote node; `stop/1`, `kill/2`,
+  # `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node.
+  # Output destinations must be pids (or the caller): funs and `:print` would run on the remote
+  # node and are refused.
 
   @doc false
   # On the caller's node: starts `command` on `spec.node`. `spec` is `options` validated here

@@ -1,8 +1,7 @@
 defmodule Tether.Stream do
-  @moduledoc """
-  The Enumerable behind `Tether.stream/2` and `Tether.stream!/2`: a process whose stdout is
-  read one chunk per demand (`{:active, :once}`), started lazily by the consumer.
-  """
+  @moduledoc false
+  # The Enumerable behind `Tether.stream/2` and `Tether.stream!/2`: a process whose stdout is
+  # read one chunk per demand (`{:active, :once}`), started lazily by the consumer.
 
   defmodule ExitError do
     @moduledoc "Raised by a `Tether.stream!/2` whose process did not exit with status 0."
