@@ -112,6 +112,20 @@ defmodule :exec do
 
   defp call(request), do: GenServer.call(server(), request, @timeout)
 
+  # The os_pid of a proxy of the running server (nil for any other pid), as the server knows it:
+  # a pid is nobody's proxy while no server runs, and none is started to say so.
+  defp proxy_os_pid(pid) when node(pid) == node() do
+    case Process.whereis(__MODULE__) do
+      nil -> nil
+      server -> GenServer.call(server, {:ospid, pid}, @timeout)
+    end
+  catch
+    # The server went meanwhile, and its proxies with it.
+    :exit, {:noproc, _} -> nil
+  end
+
+  defp proxy_os_pid(_pid), do: nil
+
   # A request that starts an OS process, bounded by the caller's `timeout` as erlexec's call to
   # its port is. When the time is up the answer is `{:error, :timeout}`, and the process the
   # request may still start is abandoned: its proxy leaves, so Tether stops it. (The late reply
@@ -226,7 +240,7 @@ defmodule :exec do
   """
   @spec send(pid | ospid, binary | :eof) :: :ok | {:error, term}
   def send(pid, data) when is_pid(pid) do
-    case Proxy.os_pid(pid) do
+    case proxy_os_pid(pid) do
       nil -> {:error, :no_process}
       os_pid -> __MODULE__.send(os_pid, data)
     end
@@ -379,7 +393,7 @@ defmodule :exec do
   @spec ospid(pid) :: ospid | {:error, term}
   def ospid(pid) when is_pid(pid) do
     cond do
-      os_pid = Proxy.os_pid(pid) -> os_pid
+      os_pid = proxy_os_pid(pid) -> os_pid
       pid == self() -> {:error, :no_process}
       true -> ask_ospid(pid)
     end
@@ -432,7 +446,7 @@ defmodule :exec do
 
   # The os_pid of a child of the server, given its os_pid or its pid.
   defp child(pid) when is_pid(pid) do
-    case Proxy.os_pid(pid) do
+    case proxy_os_pid(pid) do
       nil -> {:error, :no_process}
       os_pid -> {:ok, os_pid}
     end
@@ -661,6 +675,10 @@ defmodule :exec do
       end
 
     {:reply, reply, state}
+  end
+
+  def handle_call({:ospid, proxy}, _from, state) do
+    {:reply, Map.get(state.proxies, proxy), state}
   end
 
   def handle_call({:pid, os_pid}, _from, state) do

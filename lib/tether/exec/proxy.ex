@@ -19,23 +19,9 @@ defmodule Tether.Exec.Proxy do
   # Output goes from Tether straight to its destination; only the `:DOWN` passes here, sent by
   # Tether after the last output, so it still follows every chunk.
 
-  @os_pid_key :"$exec_os_pid"
-
   @doc false
   @spec start(map) :: pid
   def start(request), do: spawn_link(fn -> init(request) end)
-
-  @doc false
-  # The os_pid a proxy stands for, read from its dictionary (nil for any other pid).
-  @spec os_pid(pid) :: pos_integer | nil
-  def os_pid(pid) when node(pid) == node() do
-    case Process.info(pid, :dictionary) do
-      {:dictionary, dictionary} -> dictionary[@os_pid_key]
-      nil -> nil
-    end
-  end
-
-  def os_pid(_pid), do: nil
 
   defp init(%{server: server, from: from, caller: caller, flags: flags} = request) do
     Process.flag(:trap_exit, true)
@@ -43,7 +29,6 @@ defmodule Tether.Exec.Proxy do
 
     case spawn_child(request) do
       {:ok, os_pid, managed?} ->
-        Process.put(@os_pid_key, os_pid)
         pgid = pgid(os_pid, flags, managed?)
         send(server, {:"$exec_child", self(), os_pid})
         if flags.termios != [], do: set_termios(os_pid, flags.termios)
