@@ -123,6 +123,20 @@ defmodule :exec do
 
   defp call(request), do: GenServer.call(server(), request, @timeout)
 
+  # The os_pid of a proxy of the running server (nil for any other pid), as the server knows it:
+  # a pid is nobody's proxy while no server runs, and none is started to say so.
+  defp proxy_os_pid(pid) when node(pid) == node() do
+    case Process.whereis(__MODULE__) do
+      nil -> nil
+      server -> GenServer.call(server, {:ospid, pid}, @timeout)
+    end
+  catch
+    # The server went meanwhile, and its proxies with it.
+    :exit, {:noproc, _} -> nil
+  end
+
+  defp proxy_os_pid(_pid), do: nil
+
   # A request that starts an OS process, bounded by the caller's `timeout` as erlexec's call to
   # its port is. When the time is up the answer is `{:error, :timeout}`, and the process the
   # request may still start is abandoned: its proxy leaves, so Tether stops it. (The late reply
@@ -237,7 +251,7 @@ defmodule :exec do
   """
   @spec send(pid | ospid, binary | :eof) :: :ok | {:error, term}
   def send(pid, data) when is_pid(pid) do
-    case Proxy.os_pid(pid) do
+    case proxy_os_pid(pid) do
       nil -> {:error, :no_process}
       os_pid -> __MODULE__.send(os_pid, data)
     end
@@ -359,13 +373,8 @@ defmodule :exec do
 
   def kill(_target, _signal), do: {:error, :badarg}
 
-  defp signal_number(signal) when is_integer(signal) and signal in 0..64, do: {:ok, signal}
-
-  defp signal_number(signal) when is_atom(signal) do
-    {:ok, Tether.signal_number(signal)}
-  rescue
-    ArgumentError -> :error
-  end
+  defp signal_number(signal) when is_integer(signal) or is_atom(signal),
+    do: Tether.Signal.number(signal)
 
   defp signal_number(_), do: :error
 
@@ -395,7 +404,7 @@ defmodule :exec do
   @spec ospid(pid) :: ospid | {:error, term}
   def ospid(pid) when is_pid(pid) do
     cond do
-      os_pid = Proxy.os_pid(pid) -> os_pid
+      os_pid = proxy_os_pid(pid) -> os_pid
       pid == self() -> {:error, :no_process}
       true -> ask_ospid(pid)
     end
@@ -448,7 +457,7 @@ defmodule :exec do
 
   # The os_pid of a child of the server, given its os_pid or its pid.
   defp child(pid) when is_pid(pid) do
-    case Proxy.os_pid(pid) do
+    case proxy_os_pid(pid) do
       nil -> {:error, :no_process}
       os_pid -> {:ok, os_pid}
     end
@@ -488,15 +497,6 @@ defmodule :exec do
   def status(other),
     do: raise(ArgumentError, "invalid wait status for :exec.status/1: #{inspect(other)}")
 
-  # erlexec's table, with SIGUSR1 and SIGUSR2 (which erlexec's lacks: its signal(10) is 10 and
-  # its signal_to_int(sigusr1) raises).
-  @signals [sighup: 1, sigint: 2, sigquit: 3, sigill: 4, sigtrap: 5, sigabrt: 6, sigbus: 7] ++
-             [sigfpe: 8, sigkill: 9, sigusr1: 10, sigsegv: 11, sigusr2: 12, sigpipe: 13] ++
-             [sigalrm: 14, sigterm: 15, sigstkflt: 16, sigchld: 17, sigcont: 18, sigstop: 19] ++
-             [sigtstp: 20, sigttin: 21, sigttou: 22, sigurg: 23, sigxcpu: 24, sigxfsz: 25] ++
-             [sigvtalrm: 26, sigprof: 27, sigwinch: 28, sigio: 29, sigpwr: 30, sigsys: 31] ++
-             [sigrtmin: 34, sigrtmax: 64]
-
   @doc """
   The name of a signal number (the number itself when it has none).
 
@@ -506,8 +506,7 @@ defmodule :exec do
       40
   """
   @spec signal(integer) :: atom | integer
-  for {name, number} <- @signals, do: def(signal(unquote(number)), do: unquote(name))
-  def signal(number) when is_integer(number), do: number
+  def signal(number) when is_integer(number), do: Tether.Signal.name(number)
 
   def signal(other),
     do: raise(ArgumentError, "invalid signal number for :exec.signal/1: #{inspect(other)}")
@@ -519,24 +518,20 @@ defmodule :exec do
       9
   """
   @spec signal_to_int(atom) :: integer
-  for {name, number} <- @signals, do: def(signal_to_int(unquote(name)), do: unquote(number))
+  def signal_to_int(name) do
+    case Tether.Signal.table_number(name) do
+      {:ok, number} ->
+        number
 
-  def signal_to_int(other),
-    do: raise(ArgumentError, "invalid signal name for :exec.signal_to_int/1: #{inspect(other)}")
+      :error ->
+        raise ArgumentError, "invalid signal name for :exec.signal_to_int/1: #{inspect(name)}"
+    end
+  end
 
   @doc false
   # Tether's exit reason in erlexec's form: the raw wait status.
   @spec to_erlexec_reason(Tether.Process.reason()) :: :normal | {:exit_status, integer} | atom
-  def to_erlexec_reason(:normal), do: :normal
-  def to_erlexec_reason({:exit_status, code}), do: {:exit_status, code * 256}
-
-  def to_erlexec_reason({:signal, signal, core?}) do
-    number = if is_integer(signal), do: signal, else: Tether.signal_number(signal)
-    {:exit_status, number + if(core?, do: 128, else: 0)}
-  end
-
-  def to_erlexec_reason(:unknown), do: {:exit_status, -1}
-  def to_erlexec_reason(other), do: other
+  defdelegate to_erlexec_reason(reason), to: Proxy
 
   # ── The server ──────────────────────────────────────────────────────────────────────────
 
@@ -696,6 +691,10 @@ defmodule :exec do
       end
 
     {:reply, reply, state}
+  end
+
+  def handle_call({:ospid, proxy}, _from, state) do
+    {:reply, Map.get(state.proxies, proxy), state}
   end
 
   def handle_call({:pid, os_pid}, _from, state) do

@@ -150,7 +150,7 @@ defmodule Tether do
       `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node. If
       the caller dies or its node disconnects, the OS process is stopped; if `node` goes down,
       the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`. Destinations must be
-      pids (no funs or `:print`). See `Tether.Remote`.
+      pids (no funs or `:print`).
 
   Waiting:
 
@@ -236,14 +236,110 @@ defmodule Tether do
   @typedoc "An argv list (searched on `PATH`) or a shell command line."
   @type command :: [String.t()] | String.t()
 
-  @typedoc "See the moduledoc."
-  @type options :: [atom | {atom, term}]
+  @typedoc "A signal: its number or its name (`:sigterm`, `:sigusr1`, …)."
+  @type signal :: non_neg_integer | atom
 
   @typedoc "An OS process: its os_pid or the pid of its `Tether.Process`."
   @type target :: os_pid | pid
 
-  @typedoc "A signal: its number or its name (`:sigterm`, `:sigusr1`, …)."
-  @type signal :: non_neg_integer | atom
+  @typedoc "Where an output stream goes (see Output in the moduledoc)."
+  @type destination ::
+          pid
+          | {:send, pid}
+          | (:stdout | :stderr, os_pid, binary -> any)
+          | :print
+          | Path.t()
+          | {Path.t(), [:append | {:append, boolean} | {:mode, 0..0o777}]}
+          | :null
+          | :close
+          | :inherit
+          | :stdout
+          | :stderr
+
+  @typedoc "A flow-control mode (see `{:active, mode}`)."
+  @type active_mode :: true | :once | non_neg_integer
+
+  @typedoc "A resource limit: soft = hard, `{soft, hard}`, or `:infinity`."
+  @type rlimit_value ::
+          non_neg_integer | :infinity | {non_neg_integer | :infinity, non_neg_integer | :infinity}
+
+  @typedoc "One option of `run/2` (see the moduledoc)."
+  @type option ::
+          :monitor
+          | {:monitor, boolean}
+          | :link
+          | {:link, boolean}
+          | {:success_exit_code, 0..255}
+          | :stdin
+          | {:stdin, true | :pipe | :null | :close | Path.t()}
+          | :stdout
+          | {:stdout, destination}
+          | :stderr
+          | {:stderr, destination}
+          | {:env,
+             [{String.t() | atom | charlist, String.t() | charlist | atom | nil | false} | :clear]
+             | map}
+          | {:cd, Path.t()}
+          | {:executable, Path.t()}
+          | {:user, String.t() | atom | charlist}
+          | {:nice, -20..19}
+          | {:rlimit, [{atom, rlimit_value}]}
+          | {:kill_timeout, number}
+          | {:kill, String.t()}
+          | {:kill_sequence, [{signal, non_neg_integer}, ...]}
+          | :kill_group
+          | {:kill_group, boolean}
+          | {:group, 0 | pos_integer | :inherit}
+          | {:idle_timeout, pos_integer}
+          | {:max_output, pos_integer}
+          | {:background_jobs, :stop | :keep}
+          | {:cgroup_limits,
+             [memory_max: pos_integer, pids_max: pos_integer, cpu_max: {pos_integer, pos_integer}]}
+          | :detach
+          | {:detach, boolean}
+          | :pty
+          | {:pty, boolean}
+          | {:winsz, {1..65_535, 1..65_535}}
+          | :pty_echo
+          | {:pty_echo, boolean}
+          | {:active, active_mode | [stdout: active_mode, stderr: active_mode]}
+          | {:node, node}
+          | :sync
+          | {:sync, boolean}
+          | {:timeout, pos_integer | :infinity}
+
+  @typedoc "The options of `run/2`: a list of `t:option/0`."
+  @type options :: [option]
+
+  @typedoc "One option of `stream/2`: those of `run/2` (not `:stdout`, `:monitor`, `:active`, `:sync`), and `:input`."
+  @type stream_option :: option | {:input, iodata | Enumerable.t()}
+
+  @typedoc "One option of `cmd/3`."
+  @type cmd_option ::
+          {:into, Collectable.t()}
+          | {:cd, Path.t()}
+          | {:env, [{String.t(), String.t() | nil | false}] | map}
+          | {:arg0, String.t()}
+          | {:stderr_to_stdout, boolean}
+          | {:parallelism, boolean}
+          | {:input, iodata | Enumerable.t()}
+          | {:timeout, pos_integer | :infinity}
+          | {:node, node}
+
+  @typedoc "One option of `manage/2`."
+  @type manage_option ::
+          :monitor
+          | {:monitor, boolean}
+          | :link
+          | {:link, boolean}
+          | {:kill_timeout, number}
+          | {:kill, String.t()}
+          | {:kill_sequence, [{signal, non_neg_integer}, ...]}
+          | :kill_group
+          | {:kill_group, boolean}
+          | :detach
+          | {:detach, boolean}
+          | {:success_exit_code, 0..255}
 
   @doc """
   Starts `command` as an OS process. See the moduledoc for commands and options.
@@ -253,86 +349,7 @@ defmodule Tether do
   """
   @spec run(command, options) ::
           {:ok, pid, os_pid} | {:error, atom} | {:ok, keyword} | {:error, keyword}
-  def run(command, options \\ []) do
-    case take_node(options) do
-      {local, options} when local == node() ->
-        spec = Tether.Options.build!(command, options, self())
-        if spec.sync, do: run_sync(spec), else: Tether.Process.start(spec)
-
-      {remote, options} ->
-        Tether.Remote.run(remote, command, options)
-    end
-  end
-
-  # `{:node, node}`: where the OS process runs (see Tether.Remote). Absent: this node.
-  # Anything but a proper list goes through untouched: Tether.Options rejects it.
-  defp take_node([{:node, node} | rest]) when is_atom(node) and node != nil, do: {node, rest}
-
-  defp take_node([{:node, other} | _]),
-    do: raise(ArgumentError, "invalid value for :node option: #{inspect(other)}")
-
-  defp take_node([option | rest]) do
-    {node, rest} = take_node(rest)
-    {node, [option | rest]}
-  end
-
-  defp take_node(options), do: {node(), options}
-
-  defp run_sync(spec) do
-    # The :DOWN must reach us, through the Tether.Process when it runs output handlers.
-    spec = if spec.handlers == %{}, do: %{spec | monitor: self()}, else: %{spec | down_to: self()}
-    collect? = fn stream -> spec[stream] == {:pipe, self()} end
-    streams = Enum.filter([:stdout, :stderr], collect?)
-    deadline = if spec.timeout == :infinity, do: :infinity, else: now() + spec.timeout
-
-    with {:ok, _pid, os_pid} <- Tether.Process.start(spec) do
-      collect_sync(os_pid, deadline, Map.new(streams, &{&1, []}))
-    end
-  end
-
-  defp collect_sync(os_pid, deadline, acc) do
-    timeout = if deadline == :infinity, do: :infinity, else: max(deadline - now(), 0)
-
-    receive do
-      {stream, ^os_pid, data} when stream in [:stdout, :stderr] ->
-        collect_sync(os_pid, deadline, Map.update(acc, stream, [data], &[data | &1]))
-
-      {:DOWN, ^os_pid, :process, _, reason} ->
-        output =
-          for stream <- [:stdout, :stderr],
-              Map.has_key?(acc, stream),
-              do: {stream, Enum.reverse(acc[stream])}
-
-        case reason do
-          :normal -> {:ok, output}
-          {:exit_status, code} -> {:error, [exit_status: code] ++ output}
-          {:signal, signal, _core} -> {:error, [exit_signal: signal] ++ output}
-          other -> {:error, [exit_status: other] ++ output}
-        end
-    after
-      timeout ->
-        stop_after_timeout(os_pid)
-        {:error, :timeout}
-    end
-  end
-
-  # A :sync run or cmd/3 whose time is up: stop the process, wait for its exit, and drop the
-  # output that arrived meanwhile, so nothing of it is left in the caller's mailbox.
-  defp stop_after_timeout(os_pid) do
-    stop(os_pid)
-    receive do: ({:DOWN, ^os_pid, :process, _, _} -> :ok)
-    flush_output(os_pid)
-  end
-
-  defp flush_output(os_pid) do
-    receive do
-      {stream, ^os_pid, _} when stream in [:stdout, :stderr] -> flush_output(os_pid)
-    after
-      0 -> :ok
-    end
-  end
-
-  defp now, do: System.monotonic_time(:millisecond)
+  def run(command, options \\ []), do: Tether.Run.run(command, options)
 
   @doc """
   Like `run/2`, and links the caller to the `Tether.Process`: an exit with a non-zero status
@@ -360,14 +377,7 @@ defmodule Tether do
       {:error, :no_process}
   """
   @spec stop(target) :: :ok | {:error, :no_process}
-  def stop(pid) when is_pid(pid) and node(pid) != node(), do: Tether.Remote.call(pid, :stop, [])
-
-  def stop(target) do
-    with {:ok, os_pid} <- resolve(target) do
-      Tether.Trace.event(os_pid, fn -> "Tether stopping #{os_pid}" end)
-      Tether.Native.stop(os_pid)
-    end
-  end
+  defdelegate stop(target), to: Tether.Control
 
   @doc """
   Sends `signal` to an OS process (to its whole group unless `kill_group: false`).
@@ -379,17 +389,7 @@ defmodule Tether do
       {:signal, :sigusr1, false}
   """
   @spec kill(target, signal) :: :ok | {:error, :no_process}
-  def kill(pid, signal) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :kill, [signal])
-
-  def kill(target, signal) do
-    number = signal_number!(signal)
-
-    with {:ok, os_pid} <- resolve(target) do
-      Tether.Trace.event(os_pid, fn -> "Tether sending signal #{number} to #{os_pid}" end)
-      Tether.Native.kill(os_pid, number)
-    end
-  end
+  defdelegate kill(target, signal), to: Tether.Control
 
   @doc """
   Whether an OS process is `:running`, `:stopping` (after `stop/1`, until it exits) or
@@ -404,12 +404,7 @@ defmodule Tether do
       {:status, :stopping}
   """
   @spec status(target) :: {:status, :running | :stopping | :stopped} | {:error, :no_process}
-  def status(pid) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :status, [])
-
-  def status(target) do
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.status(os_pid)
-  end
+  defdelegate status(target), to: Tether.Control
 
   @doc """
   What Tether knows of an OS process, live or recently exited (the last 1,024 exits):
@@ -427,81 +422,7 @@ defmodule Tether do
       {true, {:exited, :normal}, 3, true}
   """
   @spec info(target) :: map | {:error, :no_process | :not_started}
-  def info(pid) when is_pid(pid) and node(pid) != node(), do: Tether.Remote.call(pid, :info, [])
-
-  def info(target) do
-    with {:ok, os_pid} <- resolve_any(target) do
-      case live_info(os_pid) do
-        {:ok, info} -> info
-        :error -> exited_info(os_pid) |> with_background(os_pid)
-      end
-      |> with_wall_clock()
-    end
-  end
-
-  # After the exit: whether what the process started still runs.
-  defp with_background(%{} = info, os_pid) do
-    {_unread, background} = Tether.Native.leftovers()
-    Map.put(info, :background_jobs, if(os_pid in background, do: :running, else: :none))
-  end
-
-  defp with_background(other, _os_pid), do: other
-
-  defp with_wall_clock(%{started_at: started_at} = info) do
-    wall = DateTime.from_unix!(started_at + System.time_offset(:millisecond), :millisecond)
-    Map.put(info, :started_at_wall, wall)
-  end
-
-  defp with_wall_clock(other), do: other
-
-  # The :DOWN can arrive before the Tether.Process has recorded the exit: it exits right after
-  # recording, so wait for that.
-  defp exited_info(os_pid) do
-    case Tether.History.lookup(os_pid) do
-      {:ok, %{status: {:exited, _}} = info} ->
-        info
-
-      {:ok, %{pid: pid}} ->
-        ref = Process.monitor(pid)
-        receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok), after: (1000 -> :ok)
-        with {:ok, info} <- Tether.History.lookup(os_pid), do: info
-
-      error ->
-        error
-    end
-  end
-
-  defp resolve_any(pid) when is_pid(pid) do
-    case resolve(pid) do
-      {:ok, os_pid} -> {:ok, os_pid}
-      _ -> exited_os_pid(pid)
-    end
-  end
-
-  defp resolve_any(target), do: resolve(target)
-
-  defp exited_os_pid(pid), do: Tether.History.os_pid_of(pid)
-
-  defp live_info(os_pid) do
-    ref = make_ref()
-
-    with {:ok, pid} <- Tether.Native.process_of(os_pid),
-         started when is_map(started) <- Tether.Process.live_info(pid),
-         {:status, status} <- Tether.Native.status(os_pid),
-         :ok <- Tether.Native.counters(os_pid, self(), ref) do
-      receive do
-        {:tether_counters, ^ref, counters} ->
-          {:ok,
-           started
-           |> Map.merge(counters || %{})
-           |> Map.merge(%{os_pid: os_pid, pid: pid, status: status})}
-      after
-        5000 -> :error
-      end
-    else
-      _ -> :error
-    end
-  end
+  defdelegate info(target), to: Tether.Info
 
   @doc """
   Node-wide counts, for a dashboard or a health check: `:live` (running OS processes: what
@@ -520,22 +441,7 @@ defmodule Tether do
           exited: non_neg_integer,
           spawn_errors: non_neg_integer
         }
-  def info do
-    {unread, background} = Tether.Native.leftovers()
-
-    cgroups =
-      case Tether.Native.cgroups() do
-        {:ok, path} -> {:on, path}
-        {:error, reason} -> {:off, reason}
-      end
-
-    Map.merge(Tether.History.totals(), %{
-      live: Tether.Native.count(),
-      unread: unread,
-      background: length(background),
-      cgroups: cgroups
-    })
-  end
+  defdelegate info(), to: Tether.Info
 
   @doc "The os_pids of every live OS process this node manages, ascending."
   @spec which_processes() :: [os_pid]
@@ -543,11 +449,7 @@ defmodule Tether do
 
   @doc "The os_pid of the OS process that `pid` stands for."
   @spec os_pid(pid) :: {:ok, os_pid} | {:error, :no_process}
-  def os_pid(pid) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :os_pid, [])
-
-  def os_pid(pid) when is_pid(pid), do: Tether.Process.os_pid(pid)
-  def os_pid(other), do: raise(ArgumentError, "expected a Tether pid, got: #{inspect(other)}")
+  defdelegate os_pid(pid), to: Tether.Control
 
   @doc """
   The `Tether.Process` that stands for `os_pid`.
@@ -559,9 +461,7 @@ defmodule Tether do
       :ok
   """
   @spec pid(os_pid) :: {:ok, pid} | {:error, :no_process}
-  def pid(os_pid) do
-    with {:ok, os_pid} <- resolve(os_pid), do: Tether.Native.process_of(os_pid)
-  end
+  defdelegate pid(os_pid), to: Tether.Control
 
   @doc """
   Writes `data` (iodata) to the stdin of a process started with `:stdin`, or closes its stdin
@@ -581,27 +481,7 @@ defmodule Tether do
       :ok
   """
   @spec send(target, iodata | :eof) :: :ok | {:error, :no_process | :closed}
-  def send(pid, data) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :send, [data])
-
-  def send(target, :eof) do
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.close_stdin(os_pid)
-  end
-
-  def send(target, data) when is_binary(data) or is_list(data) do
-    binary =
-      try do
-        IO.iodata_to_binary(data)
-      rescue
-        ArgumentError -> raise ArgumentError, "expected iodata or :eof, got: #{inspect(data)}"
-      end
-
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.write(os_pid, binary)
-  end
-
-  def send(_target, data) do
-    raise ArgumentError, "expected iodata or :eof, got: #{inspect(data)}"
-  end
+  defdelegate send(target, data), to: Tether.Control
 
   @doc """
   Waits until everything sent to the process's stdin so far is written to its pipe, so that a
@@ -616,45 +496,11 @@ defmodule Tether do
       :ok
   """
   @spec flush_stdin(target, timeout) :: :ok | {:error, :no_process | :closed | :timeout}
-  def flush_stdin(target, timeout \\ :infinity)
-
-  def flush_stdin(pid, timeout) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :flush_stdin, [timeout])
-
-  def flush_stdin(target, timeout)
-      when timeout == :infinity or (is_integer(timeout) and timeout >= 0) do
-    ref = make_ref()
-
-    with {:ok, os_pid} <- resolve(target),
-         :ok <- Tether.Native.stdin_flushed(os_pid, self(), ref) do
-      receive do
-        {:tether_stdin_flushed, ^ref, true} -> :ok
-        {:tether_stdin_flushed, ^ref, false} -> {:error, :closed}
-      after
-        timeout ->
-          # Drop the answer if it comes later.
-          receive do: ({:tether_stdin_flushed, ^ref, _} -> :ok), after: (0 -> :ok)
-          {:error, :timeout}
-      end
-    end
-  end
-
-  def flush_stdin(_target, timeout) do
-    raise ArgumentError, "expected a timeout (ms or :infinity), got: #{inspect(timeout)}"
-  end
+  def flush_stdin(target, timeout \\ :infinity), do: Tether.Control.flush_stdin(target, timeout)
 
   @doc "Sets the window size of a process started with `:pty` (it gets SIGWINCH)."
   @spec winsz(target, pos_integer, pos_integer) :: :ok | {:error, :no_process}
-  def winsz(pid, rows, cols) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :winsz, [rows, cols])
-
-  def winsz(target, rows, cols) when rows in 1..65_535 and cols in 1..65_535 do
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.winsz(os_pid, rows, cols)
-  end
-
-  def winsz(_target, rows, cols) do
-    raise ArgumentError, "invalid window size: #{inspect({rows, cols})} (expected 1..65535 each)"
-  end
+  defdelegate winsz(target, rows, cols), to: Tether.Control
 
   @doc """
   Grants more output to flow-controlled streams (see `{:active, mode}`): `:once` (one more
@@ -671,30 +517,8 @@ defmodule Tether do
       iex> receive do {:stdout, ^os_pid, data} -> data end
       "two\\n"
   """
-  @spec activate(target, true | :once | non_neg_integer, :stdout | :stderr | :all) ::
-          :ok | {:error, :no_process}
-  def activate(target, mode, stream \\ :all)
-
-  def activate(pid, mode, stream) when is_pid(pid) and node(pid) != node(),
-    do: Tether.Remote.call(pid, :activate, [mode, stream])
-
-  def activate(target, mode, stream) when stream in [:stdout, :stderr, :all] do
-    credit =
-      case Tether.Options.active!(mode) do
-        true -> nil
-        :once -> 1
-        n -> n
-      end
-
-    stream = if stream == :all, do: nil, else: stream
-    with {:ok, os_pid} <- resolve(target), do: Tether.Native.activate(os_pid, stream, credit)
-  end
-
-  def activate(_target, _mode, stream) do
-    raise ArgumentError,
-          "invalid stream for Tether.activate/3: #{inspect(stream)} " <>
-            "(expected :stdout, :stderr or :all)"
-  end
+  @spec activate(target, active_mode, :stdout | :stderr | :all) :: :ok | {:error, :no_process}
+  def activate(target, mode, stream \\ :all), do: Tether.Control.activate(target, mode, stream)
 
   @doc """
   Runs `command` and returns an Enumerable of its stdout chunks, read only on demand (the
@@ -708,7 +532,7 @@ defmodule Tether do
       iex> Tether.stream(["seq", "1", "3"]) |> Enum.to_list() |> List.last()
       {:exit, :normal}
   """
-  @spec stream(command, keyword) :: Enumerable.t()
+  @spec stream(command, [stream_option]) :: Enumerable.t()
   def stream(command, options \\ []), do: Tether.Stream.new(command, options, false)
 
   @doc """
@@ -720,11 +544,8 @@ defmodule Tether do
       iex> Tether.stream!(["sh", "-c", "yes | head -c 1000000"]) |> Enum.take(1) |> length()
       1
   """
-  @spec stream!(command, keyword) :: Enumerable.t()
+  @spec stream!(command, [stream_option]) :: Enumerable.t()
   def stream!(command, options \\ []), do: Tether.Stream.new(command, options, true)
-
-  @manage_options [:monitor, :link, :kill_timeout, :kill, :kill_sequence, :kill_group, :detach] ++
-                    [:success_exit_code]
 
   @doc """
   Adopts an OS process started elsewhere: it gets a `Tether.Process`, can be monitored,
@@ -759,42 +580,8 @@ defmodule Tether do
       iex> receive do {:DOWN, ^os_pid, :process, _, reason} -> reason end
       :unknown
   """
-  @spec manage(os_pid, options) :: {:ok, pid, os_pid} | {:error, atom}
-  def manage(os_pid, options \\ [])
-
-  def manage(os_pid, options) when is_integer(os_pid) and is_list(options) do
-    Tether.Options.proper_list?(options) or
-      raise ArgumentError,
-            "Tether.manage/2 options must be a proper list, got: #{inspect(options)}"
-
-    Enum.each(options, fn option ->
-      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
-
-      key in @manage_options or
-        raise ArgumentError, "option #{inspect(option)} is not supported by Tether.manage/2"
-    end)
-
-    spec = Tether.Options.build!(["managed"], [kill_group: false] ++ options, self())
-
-    with {:ok, os_pid} <- resolve(os_pid),
-         :ok <- started(),
-         :ok <- Tether.Guard.check_manage(os_pid, spec.kill_group) do
-      case Tether.Process.start(spec, adopt: os_pid) do
-        {:error, :esrch} -> {:error, :no_process}
-        other -> other
-      end
-    end
-  end
-
-  def manage(os_pid, options) when is_integer(os_pid) do
-    raise ArgumentError, "Tether.manage/2 options must be a list, got: #{inspect(options)}"
-  end
-
-  def manage(other, _options) do
-    raise ArgumentError, "Tether.manage/2 expects an os_pid (integer), got: #{inspect(other)}"
-  end
-
-  defp started, do: if(Tether.Guard.started?(), do: :ok, else: {:error, :not_started})
+  @spec manage(os_pid, [manage_option]) :: {:ok, pid, os_pid} | {:error, atom}
+  def manage(os_pid, options \\ []), do: Tether.Run.manage(os_pid, options)
 
   @doc """
   A drop-in for `System.cmd/3` that never leaves its process behind: returns
@@ -815,136 +602,8 @@ defmodule Tether do
       iex> Tether.cmd("sh", ["-c", "echo out; echo err >&2"], stderr_to_stdout: true)
       {"out\\nerr\\n", 0}
   """
-  @spec cmd(binary, [binary], keyword) :: {Collectable.t(), non_neg_integer | :timeout}
-  def cmd(command, args, options \\ [])
-
-  def cmd(command, args, options)
-      when is_binary(command) and is_list(args) and is_list(options) do
-    Tether.Options.proper_list?(options) or
-      raise ArgumentError, "Tether.cmd/3 options must be a proper list, got: #{inspect(options)}"
-
-    Enum.each(options, &cmd_option!/1)
-    {into, options} = Keyword.pop(options, :into, "")
-    {input, options} = Keyword.pop(options, :input)
-    {timeout, options} = Keyword.pop(options, :timeout, :infinity)
-    {stderr_to_stdout, options} = Keyword.pop(options, :stderr_to_stdout, false)
-    {arg0, options} = Keyword.pop(options, :arg0)
-    {_parallelism, options} = Keyword.pop(options, :parallelism)
-
-    # On another node the program is searched on that node's PATH.
-    remote? = Keyword.get(options, :node, node()) != node()
-
-    program =
-      cond do
-        remote? or String.contains?(command, "/") -> command
-        true -> System.find_executable(command) || raise(ErlangError, original: :enoent)
-      end
-
-    argv = [arg0 || command | args]
-
-    run_options =
-      [
-        :stdout,
-        :monitor,
-        executable: program,
-        stderr: if(stderr_to_stdout, do: :stdout, else: :inherit)
-      ] ++
-        if(input, do: [:stdin], else: []) ++ options
-
-    # Before the spawn: a collectable that cannot be opened leaves no process behind.
-    {acc, collector} = Collectable.into(into)
-
-    {:ok, _pid, os_pid} =
-      case run(argv, run_options) do
-        {:ok, _, _} = ok ->
-          ok
-
-        {:error, reason} ->
-          collector.(acc, :halt)
-          raise ErlangError, original: reason
-      end
-
-    if input, do: Tether.Stream.feed(os_pid, input)
-    deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
-    collect_cmd(os_pid, deadline, acc, collector)
-  end
-
-  def cmd(command, args, options) do
-    raise ArgumentError,
-          "Tether.cmd/3 expects a program (string), a list of string arguments and a " <>
-            "keyword list of options, got: #{inspect(command)}, #{inspect(args)}, " <>
-            inspect(options)
-  end
-
-  # Checks every option of cmd/3 before anything runs (:cd, :env and :node are checked by
-  # run/2, also before the spawn).
-  defp cmd_option!({:into, into}) do
-    Collectable.impl_for(into) != nil or cmd_bad!(:into, into, "a Collectable")
-  end
-
-  defp cmd_option!({:input, input}) do
-    Tether.Options.input?(input) or cmd_bad!(:input, input, "iodata or an Enumerable of iodata")
-  end
-
-  defp cmd_option!({:timeout, timeout}) do
-    timeout == :infinity or (is_integer(timeout) and timeout > 0 and timeout <= 4_294_967_296) or
-      cmd_bad!(:timeout, timeout, "positive milliseconds or :infinity")
-  end
-
-  defp cmd_option!({key, flag}) when key in [:stderr_to_stdout, :parallelism] do
-    is_boolean(flag) or cmd_bad!(key, flag, "a boolean")
-  end
-
-  defp cmd_option!({:arg0, arg0}) do
-    (is_binary(arg0) and arg0 != "") or cmd_bad!(:arg0, arg0, "a non-empty string")
-  end
-
-  defp cmd_option!({key, _}) when key in [:cd, :env, :node], do: true
-
-  defp cmd_option!({key, _}) when is_atom(key),
-    do: raise(ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3")
-
-  defp cmd_option!(other),
-    do: raise(ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options")
-
-  defp cmd_bad!(key, value, expected) do
-    raise ArgumentError,
-          "invalid value for #{inspect(key)} option of Tether.cmd/3: #{inspect(value)} " <>
-            "(expected #{expected})"
-  end
-
-  defp collect_cmd(os_pid, deadline, acc, collector) do
-    timeout = if deadline == :infinity, do: :infinity, else: max(deadline - now(), 0)
-
-    receive do
-      {:stdout, ^os_pid, data} ->
-        collect_cmd(os_pid, deadline, collector.(acc, {:cont, data}), collector)
-
-      {:DOWN, ^os_pid, :process, _, reason} ->
-        {collector.(acc, :done), exit_code(reason)}
-    after
-      timeout ->
-        stop_after_timeout(os_pid)
-        {collector.(acc, :done), :timeout}
-    end
-  end
-
-  defp exit_code(:normal), do: 0
-  defp exit_code({:exit_status, code}), do: code
-  defp exit_code({:signal, signal, _}), do: 128 + signal_number(signal)
-  defp exit_code(_), do: 255
-
-  @max_os_pid 0x7FFFFFFF
-
-  defp resolve(os_pid) when is_integer(os_pid) and os_pid > 0 and os_pid <= @max_os_pid,
-    do: {:ok, os_pid}
-
-  defp resolve(os_pid) when is_integer(os_pid), do: {:error, :no_process}
-  defp resolve(pid) when is_pid(pid), do: Tether.Process.os_pid(pid)
-
-  defp resolve(other) do
-    raise ArgumentError, "expected an os_pid (integer) or a Tether pid, got: #{inspect(other)}"
-  end
+  @spec cmd(binary, [binary], [cmd_option]) :: {Collectable.t(), non_neg_integer | :timeout}
+  def cmd(command, args, options \\ []), do: Tether.Cmd.cmd(command, args, options)
 
   @doc """
   The number of a signal given by number or name.
@@ -954,19 +613,6 @@ defmodule Tether do
       iex> Tether.signal_number(9)
       9
   """
-  @spec signal_number(signal) :: non_neg_integer
-  def signal_number(signal), do: signal_number!(signal)
-
-  defp signal_number!(signal) when is_integer(signal) and signal in 0..64, do: signal
-
-  defp signal_number!(signal) when is_atom(signal) and signal not in [nil, true, false] do
-    Tether.Native.signal_number(Atom.to_string(signal)) || bad_signal(signal)
-  end
-
-  defp signal_number!(signal), do: bad_signal(signal)
-
-  defp bad_signal(signal) do
-    raise ArgumentError,
-          "invalid signal: #{inspect(signal)} (expected 0..64 or a name like :sigterm)"
-  end
+  @spec signal_number(signal) :: 0..64
+  defdelegate signal_number(signal), to: Tether.Signal, as: :number!
 end

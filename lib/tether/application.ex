@@ -1,7 +1,7 @@
 defmodule Tether.Application do
   @moduledoc false
   # Starts the supervisor of what the library needs (the native event loop starts when the NIF
-  # loads; the `:exec` layer's table of proxies), and on
+  # loads; the `:exec` layer adds its own server to it on first use), and on
   # stop stops every OS process before the VM goes on: SIGTERM to every group at once, then
   # SIGKILL at each child's kill timeout. It waits for the last exit, not for a fixed time.
 
@@ -34,7 +34,7 @@ defmodule Tether.Application do
 
       case configure_cgroups(config) do
         :ok ->
-          children = [Tether.History, Tether.Exec.Server]
+          children = [Tether.History]
           Supervisor.start_link(children, strategy: :one_for_one, name: Tether.Supervisor)
 
         error ->

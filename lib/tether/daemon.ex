@@ -25,7 +25,7 @@ defmodule Tether.Daemon do
 
   @doc false
   def child_spec(options) do
-    options!(options)
+    Tether.Options.validate(:daemon, options)
     kill_timeout = options |> Keyword.get(:run, []) |> kill_timeout()
 
     %{
@@ -38,7 +38,7 @@ defmodule Tether.Daemon do
   end
 
   defp kill_timeout(run_options) do
-    Enum.find_value(run_options, 5, fn
+    Enum.find_value(run_options, ceil(Tether.Config.get(:kill_timeout)), fn
       {:kill_timeout, seconds} when is_number(seconds) -> ceil(seconds)
       _ -> nil
     end)
@@ -47,16 +47,10 @@ defmodule Tether.Daemon do
   @doc "Starts a daemon linked to the caller (see the moduledoc for options)."
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(options) do
-    options!(options)
+    Tether.Options.validate(:daemon, options)
 
     # The command and its run options are checked here, in the caller, before anything runs.
-    run_options = Keyword.get(options, :run, [])
-
-    Tether.Options.check!(
-      options[:cmd],
-      [:monitor, stdout: self(), stderr: self()] ++ run_options,
-      self()
-    )
+    Tether.Options.validate(:daemon_run, options[:cmd], run_options(options, self()))
 
     case Keyword.fetch(options, :name) do
       {:ok, name} -> GenServer.start_link(__MODULE__, options, name: name)
@@ -64,48 +58,9 @@ defmodule Tether.Daemon do
     end
   end
 
-  @known [:cmd, :name, :run, :restart, :id, :log_level]
-
-  # Every option of the daemon itself; those of `:run` are Tether.run/2's.
-  defp options!(options) do
-    (is_list(options) and Keyword.keyword?(options)) or
-      raise ArgumentError,
-            "Tether.Daemon options must be a keyword list, got: #{inspect(options)}"
-
-    Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
-
-    Enum.each(options, fn
-      {:run, run} when is_list(run) -> run_options!(run)
-      {:restart, restart} when restart in [:permanent, :transient, :temporary] -> :ok
-      {:log_level, level} when is_atom(level) -> log_level!(level)
-      {key, _} when key in [:cmd, :name, :id] -> :ok
-      {key, value} when key in @known -> bad!(key, value)
-      {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.Daemon"
-    end)
-  end
-
-  # The daemon lives by the :DOWN of its process: options that would withhold it (:sync
-  # returns a result instead, `monitor: false`, a passive `:active` stream that the daemon
-  # never activates, so that the :DOWN waits for output forever) are its own to set.
-  defp run_options!(run) do
-    Tether.Options.proper_list?(run) or bad!(:run, run)
-
-    Enum.each(run, fn option ->
-      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
-
-      key not in [:sync, :monitor, :active] or
-        raise ArgumentError, "option #{inspect(key)} in :run is set by Tether.Daemon"
-    end)
-  end
-
-  defp log_level!(level) do
-    level in [:emergency, :alert, :critical, :error, :warning, :warn, :notice, :info, :debug] or
-      bad!(:log_level, level)
-  end
-
-  defp bad!(key, value) do
-    raise ArgumentError,
-          "invalid value for #{inspect(key)} option of Tether.Daemon: #{inspect(value)}"
+  # What the daemon runs: its output comes here, line by line, and it lives by the :DOWN.
+  defp run_options(options, daemon) do
+    [:monitor, stdout: daemon, stderr: daemon] ++ Keyword.get(options, :run, [])
   end
 
   @doc "The os_pid of the daemon's OS process."
@@ -115,10 +70,9 @@ defmodule Tether.Daemon do
   @impl true
   def init(options) do
     Process.flag(:trap_exit, true)
-    run_options = Keyword.get(options, :run, [])
     prefix = inspect(Keyword.get(options, :name, self()))
 
-    case Tether.run(options[:cmd], [:monitor, stdout: self(), stderr: self()] ++ run_options) do
+    case Tether.run(options[:cmd], run_options(options, self())) do
       {:ok, _pid, os_pid} ->
         {:ok,
          %{
@@ -139,8 +93,8 @@ defmodule Tether.Daemon do
   @impl true
   def handle_info({stream, os_pid, data}, %{os_pid: os_pid} = state)
       when stream in [:stdout, :stderr] do
-    [rest | lines] = (state.partial[stream] <> data) |> String.split("\n") |> Enum.reverse()
-    for line <- Enum.reverse(lines), do: Logger.log(state.level, "[#{state.prefix}] #{line}")
+    {lines, rest} = Tether.Lines.split(state.partial[stream], data)
+    for line <- lines, do: Logger.log(state.level, "[#{state.prefix}] #{line}")
     {:noreply, %{state | partial: Map.put(state.partial, stream, rest)}}
   end
 

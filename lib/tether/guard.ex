@@ -34,20 +34,7 @@ defmodule Tether.Guard do
 
   defp not_a_thread(os_pid) do
     # /proc/TID exists for every thread, but signalling a thread id signals its whole process.
-    case File.read("/proc/#{os_pid}/status") do
-      {:ok, status} ->
-        if tgid(status) == os_pid, do: :ok, else: {:error, :no_process}
-
-      {:error, _} ->
-        {:error, :no_process}
-    end
-  end
-
-  defp tgid(status) do
-    case Regex.run(~r/^Tgid:\s+(\d+)$/m, status) do
-      [_, tgid] -> String.to_integer(tgid)
-      nil -> nil
-    end
+    if Tether.ProcFs.tgid(os_pid) == os_pid, do: :ok, else: {:error, :no_process}
   end
 
   # The VM, its child helper (erl_child_setup: erts aborts without it) and Tether's watchdog.
@@ -84,29 +71,20 @@ defmodule Tether.Guard do
   @doc false
   # Whether a child may join process group `pgid`: only a group that a live child of Tether
   # created, i.e. `pgid` is the os_pid of a child spawned by Tether (not adopted) that leads
-  # its own group; never the VM's group.
-  @spec check_group(:new | :inherit | pos_integer) :: :ok | {:error, :bad_group}
-  def check_group(group) when group in [:new, :inherit], do: :ok
+  # its own group; never the VM's group. `adopted?` tells a Tether.Process that adopted its OS
+  # process (Tether.Process.adopted?/1).
+  @spec check_group(:new | :inherit | pos_integer, (pid -> boolean)) :: :ok | {:error, :bad_group}
+  def check_group(group, _adopted?) when group in [:new, :inherit], do: :ok
 
-  def check_group(pgid) when is_integer(pgid) do
+  def check_group(pgid, adopted?) when is_integer(pgid) do
     with false <- pgid == vm_pgid(vm_os_pid()),
          {:ok, pid} <- Tether.Native.process_of(pgid),
-         false <- Tether.Process.adopted?(pid),
+         false <- adopted?.(pid),
          {:ok, %{pgrp: ^pgid}} <- stat(pgid) do
       :ok
     else
       _ -> {:error, :bad_group}
     end
-  end
-
-  @doc false
-  # The live (not zombie) processes of group `pgid`, read from /proc.
-  @spec group_members(pos_integer) :: [pos_integer]
-  def group_members(pgid) do
-    for entry <- File.ls!("/proc"),
-        {pid, ""} <- [Integer.parse(entry)],
-        match?({:ok, %{pgrp: ^pgid}}, stat(pid)),
-        do: pid
   end
 
   # ── /proc ────────────────────────────────────────────────────────────────────────────────
@@ -131,19 +109,5 @@ defmodule Tether.Guard do
     end
   end
 
-  @doc false
-  # The fields of /proc/PID/stat that the checks use; {:error, :no_process} for a process that
-  # does not exist or has exited (a zombie).
-  @spec stat(integer) ::
-          {:ok, %{comm: binary, ppid: integer, pgrp: integer}} | {:error, :no_process}
-  def stat(pid) do
-    with {:ok, stat} <- File.read("/proc/#{pid}/stat"),
-         # The command name is in parentheses and may itself contain ") ".
-         [_, comm, rest] <- Regex.run(~r/^\d+ \((.*)\) (.*)$/s, stat),
-         [state, ppid, pgrp | _] when state not in ["Z", "X"] <- String.split(rest, " ") do
-      {:ok, %{comm: comm, ppid: String.to_integer(ppid), pgrp: String.to_integer(pgrp)}}
-    else
-      _ -> {:error, :no_process}
-    end
-  end
+  defp stat(pid), do: Tether.ProcFs.stat(pid)
 end

@@ -1,57 +1,12 @@
 defmodule Tether.Options do
-  @moduledoc """
-  Validates and normalises the command and options of `Tether.run/2`: the one place where
-  options are checked. Bad input raises `ArgumentError` naming the option; what comes out is a
-  spec of typed values that the NIF decodes without further checks.
-
-  The spec also carries what only Elixir uses: output handlers (funs and `:print`, run by the
-  `Tether.Process`), `:link`, `:sync` and its `:timeout`.
-  """
+  @moduledoc false
+  # The one validator of Tether's options: `validate/2,3` checks what each entry point is given
+  # (`:run`, `:remote`, `:stream`, `:manage`, `:cmd`, `:daemon`) and builds the
+  # `%Tether.Spec{}` that the NIF decodes without further checks. Bad input raises
+  # `ArgumentError` naming the option (the messages name the public function: `Tether.run/2`,
+  # `Tether.cmd/3`, …); nothing else in lib/ checks an option.
 
   require Logger
-
-  @typedoc "The normalised spec. The NIF reads the native keys and ignores the others."
-  @type spec :: %{
-          argv: [binary],
-          executable: binary | nil,
-          env: [{binary, binary | nil} | :clear],
-          cd: binary | nil,
-          stdin: :null | :pipe | :close | {:file, binary},
-          stdout: output,
-          stderr: output,
-          pty: {pos_integer, pos_integer, boolean} | nil,
-          group: :new | :inherit | pos_integer,
-          kill_group: boolean,
-          stop: [{:signal, 0..64, non_neg_integer} | {:command, binary, non_neg_integer}],
-          detach: boolean,
-          nice: -20..19 | nil,
-          user: binary | nil,
-          capabilities: :all | non_neg_integer | nil,
-          rlimits: [{binary, non_neg_integer, non_neg_integer}],
-          idle_timeout_ms: pos_integer | nil,
-          max_output: pos_integer | nil,
-          monitor: pid | nil,
-          down_to: pid | nil,
-          success_exit_code: 0..255,
-          pipe_size: non_neg_integer,
-          stdout_credit: non_neg_integer | nil,
-          stderr_credit: non_neg_integer | nil,
-          keep_background: boolean,
-          cgroup_limits: [{binary, binary}],
-          handlers: %{optional(:stdout | :stderr) => (atom, pos_integer, binary -> any)},
-          link: boolean,
-          sync: boolean,
-          timeout: timeout
-        }
-
-  @typedoc "The OS side of an output stream, and where piped data goes."
-  @type output ::
-          :null
-          | :close
-          | :other
-          | {:pipe, pid | :process}
-          | {:file, binary, boolean, non_neg_integer}
-          | :inherit
 
   # 2^32 ms, about 49 days: beyond that a timeout is a mistake, and it must fit the NIF's u64.
   @max_timeout_ms 4_294_967_296
@@ -59,86 +14,287 @@ defmodule Tether.Options do
   @u64_limit 18_446_744_073_709_551_616
 
   @doc """
-  Builds the spec for `command` and `options`, as run by `caller`.
+  Validates the options of `context` for `command` and builds the spec, as run by the caller:
 
-      iex> spec = Tether.Options.build!(["echo", "hi"], [:stdout, kill_timeout: 2], self())
+    * `:run` - `Tether.run/2` (a `{:node, node}` elsewhere also gets `:remote`'s checks);
+    * `:remote` - a run on another node: output funs and `:print` are refused;
+    * `:stream` - `Tether.stream/2`: returns `{spec, run_options, input}`, the options the
+      stream runs with and its `:input`.
+
+  `validate(:manage, options)`, `validate(:cmd, options)` and `validate(:daemon, options)` check
+  the options of `Tether.manage/2`, `Tether.cmd/3` and `Tether.Daemon`.
+
+      iex> spec = Tether.Options.validate(:run, ["echo", "hi"], [:stdout, kill_timeout: 2])
       iex> {spec.argv, spec.stdout == {:pipe, self()}, spec.stop}
       {["echo", "hi"], true, [{:signal, 15, 2000}, {:signal, 9, 0}]}
 
-      iex> Tether.Options.build!("echo hi", [{:stderr, :stdout}], self()) |> Map.take([:argv, :stderr])
+      iex> Tether.Options.validate(:run, "echo hi", [{:stderr, :stdout}]) |> Map.take([:argv, :stderr])
       %{argv: ["/bin/sh", "-c", "echo hi"], stderr: :other}
 
-      iex> Tether.Options.build!(["true"], [colour: :blue], self())
+      iex> Tether.Options.validate(:run, ["true"], [colour: :blue])
       ** (ArgumentError) unknown option :colour in Tether.run/2 options
   """
-  @spec build!(Tether.command(), Tether.options(), pid) :: spec
-  def build!(command, options, caller) when is_list(options) do
+  @spec validate(:run | :remote | :daemon_run, Tether.command(), Tether.options()) ::
+          Tether.Spec.t()
+  @spec validate(:stream, Tether.command(), Tether.options()) ::
+          {Tether.Spec.t(), Tether.options(), nil | iodata | Enumerable.t()}
+  def validate(:run, command, options) do
+    spec = run_spec!(command, options)
+    if spec.node != node(), do: remote!(spec), else: spec
+  end
+
+  def validate(:remote, command, options), do: remote!(run_spec!(command, options))
+
+  def validate(:stream, command, options) when is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError,
+            "Tether.stream/2 options must be a proper list, got: #{inspect(options)}"
+
+    {input, options} = pop_input(options)
+
+    Enum.each(options, fn option ->
+      key = option_key(option)
+
+      key not in [:stdout, :monitor, :active, :sync] or
+        raise ArgumentError, "option #{inspect(key)} is set by Tether.stream/2"
+    end)
+
+    run_options =
+      [:stdout, :monitor, active: :once] ++ if(input, do: [:stdin], else: []) ++ options
+
+    # Validated now, in the caller, so a bad option raises where the stream is built.
+    {run_spec!(command, run_options), run_options, input}
+  end
+
+  # A daemon's run (Tether.Daemon.start_link/1): checked where it will run, like a stream's.
+  def validate(:daemon_run, command, options), do: run_spec!(command, options)
+
+  def validate(:stream, _command, options) do
+    raise ArgumentError, "Tether.stream/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  @manage_options [:monitor, :link, :kill_timeout, :kill, :kill_sequence, :kill_group, :detach] ++
+                    [:success_exit_code]
+
+  @doc false
+  # `:manage`: the spec of an adoption (`kill_group` defaults to false). `:cmd`: the options of
+  # cmd/3 as a map, with the run options left in `:run`. `:daemon`: the daemon's own options
+  # (and which of `:run` it sets itself), returned as given.
+  @spec validate(:manage, Tether.options()) :: Tether.Spec.t()
+  @spec validate(:cmd, keyword) :: %{
+          into: Collectable.t(),
+          input: nil | iodata | Enumerable.t(),
+          timeout: timeout,
+          stderr_to_stdout: boolean,
+          arg0: binary | nil,
+          run: keyword
+        }
+  @spec validate(:daemon, keyword) :: keyword
+  def validate(:manage, options) when is_list(options) do
+    proper_list?(options) or
+      raise ArgumentError,
+            "Tether.manage/2 options must be a proper list, got: #{inspect(options)}"
+
+    Enum.each(options, fn option ->
+      option_key(option) in @manage_options or
+        raise ArgumentError, "option #{inspect(option)} is not supported by Tether.manage/2"
+    end)
+
+    build!(["managed"], [kill_group: false] ++ options, self())
+  end
+
+  def validate(:manage, options) do
+    raise ArgumentError, "Tether.manage/2 options must be a list, got: #{inspect(options)}"
+  end
+
+  def validate(:cmd, options) do
+    proper_list?(options) or
+      raise ArgumentError, "Tether.cmd/3 options must be a proper list, got: #{inspect(options)}"
+
+    Enum.each(options, &cmd_option!/1)
+    {into, options} = Keyword.pop(options, :into, "")
+    {input, options} = Keyword.pop(options, :input)
+    {timeout, options} = Keyword.pop(options, :timeout, :infinity)
+    {stderr_to_stdout, options} = Keyword.pop(options, :stderr_to_stdout, false)
+    {arg0, options} = Keyword.pop(options, :arg0)
+    {_parallelism, options} = Keyword.pop(options, :parallelism)
+
+    %{
+      into: into,
+      input: input,
+      timeout: timeout,
+      stderr_to_stdout: stderr_to_stdout,
+      arg0: arg0,
+      run: options
+    }
+  end
+
+  def validate(:daemon, options) do
+    daemon_options!(options)
+    options
+  end
+
+  # The spec of a run wherever it runs: `{:node, node}` (the first one) says where, the rest is
+  # checked by build!/3. Anything but a proper list goes through untouched: build!/3 rejects it.
+  defp run_spec!(command, options) do
+    {node, options} = take_node(options)
+    %{build!(command, options, self()) | node: node}
+  end
+
+  defp take_node([{:node, node} | rest]) when is_atom(node) and node != nil, do: {node, rest}
+
+  defp take_node([{:node, other} | _]),
+    do: raise(ArgumentError, "invalid value for :node option: #{inspect(other)}")
+
+  defp take_node([option | rest]) do
+    {node, rest} = take_node(rest)
+    {node, [option | rest]}
+  end
+
+  defp take_node(options), do: {node(), options}
+
+  # A run on another node: what would run there must be data (funs and :print would run on the
+  # remote node).
+  defp remote!(spec) do
+    spec.handlers == %{} or
+      raise ArgumentError, "output funs and :print cannot be used with the :node option"
+
+    spec
+  end
+
+  defp option_key(option) do
+    if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
+  end
+
+  # ── Stream and cmd/3 ─────────────────────────────────────────────────────────────────────
+
+  # `:input`, checked here so that a bad one raises in the caller, not in the feeding process.
+  defp pop_input(options) do
+    # Not Keyword.pop/2: run/2 options may be atoms (`:pty`).
+    {inputs, options} = Enum.split_with(options, &match?({:input, _}, &1))
+    input = with [{:input, input} | _] <- inputs, do: input, else: (_ -> nil)
+
+    input?(input) or
+      raise ArgumentError,
+            "invalid value for :input option: #{inspect(input)} " <>
+              "(expected iodata or an Enumerable of iodata)"
+
+    {input, options}
+  end
+
+  # Checks every option of cmd/3 before anything runs (:cd, :env and :node are checked as
+  # run/2's, also before the spawn).
+  defp cmd_option!({:into, into}) do
+    Collectable.impl_for(into) != nil or cmd_bad!(:into, into, "a Collectable")
+  end
+
+  defp cmd_option!({:input, input}) do
+    input?(input) or cmd_bad!(:input, input, "iodata or an Enumerable of iodata")
+  end
+
+  defp cmd_option!({:timeout, timeout}) do
+    timeout == :infinity or (is_integer(timeout) and timeout > 0 and timeout <= @max_timeout_ms) or
+      cmd_bad!(:timeout, timeout, "positive milliseconds or :infinity")
+  end
+
+  defp cmd_option!({key, flag}) when key in [:stderr_to_stdout, :parallelism] do
+    is_boolean(flag) or cmd_bad!(key, flag, "a boolean")
+  end
+
+  defp cmd_option!({:arg0, arg0}) do
+    (is_binary(arg0) and arg0 != "") or cmd_bad!(:arg0, arg0, "a non-empty string")
+  end
+
+  defp cmd_option!({key, _}) when key in [:cd, :env, :node], do: true
+
+  defp cmd_option!({key, _}) when is_atom(key),
+    do: raise(ArgumentError, "unknown option #{inspect(key)} for Tether.cmd/3")
+
+  defp cmd_option!(other),
+    do: raise(ArgumentError, "invalid entry #{inspect(other)} in Tether.cmd/3 options")
+
+  defp cmd_bad!(key, value, expected) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option of Tether.cmd/3: #{inspect(value)} " <>
+            "(expected #{expected})"
+  end
+
+  # ── Daemon ───────────────────────────────────────────────────────────────────────────────
+
+  @daemon_known [:cmd, :name, :run, :restart, :id, :log_level]
+
+  # Every option of the daemon itself; those of `:run` are Tether.run/2's.
+  defp daemon_options!(options) do
+    (is_list(options) and Keyword.keyword?(options)) or
+      raise ArgumentError,
+            "Tether.Daemon options must be a keyword list, got: #{inspect(options)}"
+
+    Keyword.has_key?(options, :cmd) or raise ArgumentError, "Tether.Daemon needs a :cmd option"
+
+    Enum.each(options, fn
+      {:run, run} when is_list(run) -> daemon_run_options!(run)
+      {:restart, restart} when restart in [:permanent, :transient, :temporary] -> :ok
+      {:log_level, level} when is_atom(level) -> log_level!(level)
+      {key, _} when key in [:cmd, :name, :id] -> :ok
+      {key, value} when key in @daemon_known -> daemon_bad!(key, value)
+      {key, _} -> raise ArgumentError, "unknown option #{inspect(key)} for Tether.Daemon"
+    end)
+  end
+
+  # The daemon lives by the :DOWN of its process: options that would withhold it (:sync
+  # returns a result instead, `monitor: false`, a passive `:active` stream that the daemon
+  # never activates, so that the :DOWN waits for output forever) are its own to set.
+  defp daemon_run_options!(run) do
+    proper_list?(run) or daemon_bad!(:run, run)
+
+    Enum.each(run, fn option ->
+      key = option_key(option)
+
+      key not in [:sync, :monitor, :active] or
+        raise ArgumentError, "option #{inspect(key)} in :run is set by Tether.Daemon"
+    end)
+  end
+
+  defp log_level!(level) do
+    level in [:emergency, :alert, :critical, :error, :warning, :warn, :notice, :info, :debug] or
+      daemon_bad!(:log_level, level)
+  end
+
+  defp daemon_bad!(key, value) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} option of Tether.Daemon: #{inspect(value)}"
+  end
+
+  # ── Run ──────────────────────────────────────────────────────────────────────────────────
+
+  # The spec for `command` and `options`, as run by `caller` ("Tether.run/2 options" in the
+  # messages: the options of a run, whichever function was called).
+  defp build!(command, options, caller) when is_list(options) do
     proper_list?(options) or
       raise ArgumentError, "Tether.run/2 options must be a proper list, got: #{inspect(options)}"
 
-    base = %{
-      argv: argv!(command),
-      executable: nil,
-      env: [],
-      cd: nil,
-      stdin: :null,
-      stdout: :null,
-      stderr: :null,
-      pty: nil,
-      pty_echo: false,
-      group: :new,
-      kill_group: true,
-      kill_timeout_ms: round(Tether.Config.get(:kill_timeout) * 1000),
-      pipe_size: Tether.Config.get(:pipe_size),
-      kill_command: nil,
-      kill_sequence: nil,
-      stop: [],
-      detach: false,
-      keep_background: false,
-      cgroup_limits: [],
-      nice: nil,
-      user: nil,
-      capabilities: nil,
-      rlimits: [],
-      idle_timeout_ms: nil,
-      max_output: nil,
-      monitor: nil,
-      success_exit_code: 0,
-      handlers: %{},
-      active: %{stdout: true, stderr: true},
-      link: false,
-      sync: false,
-      timeout: :infinity
-    }
+    # The spec's defaults, and what several options decide together (resolved by finish!/1).
+    acc =
+      command
+      |> argv!()
+      |> Tether.Spec.new()
+      |> Map.from_struct()
+      |> Map.merge(%{
+        kill_timeout_ms: Tether.Spec.kill_timeout_ms(),
+        kill_command: nil,
+        kill_sequence: nil,
+        pty_echo: false,
+        active: %{stdout: true, stderr: true}
+      })
 
     options
-    |> Enum.reduce(base, &option!(&1, &2, caller))
+    |> Enum.reduce(acc, &option!(&1, &2, caller))
     |> finish!()
   end
 
-  def build!(_command, options, _caller) do
+  defp build!(_command, options, _caller) do
     raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
   end
-
-  @doc false
-  # Validates the options of run/2 wherever they will run: a `{:node, node}` entry is checked
-  # here (Tether.run/2 takes it out before build!/3), the rest by build!/3.
-  @spec check!(Tether.command(), Tether.options(), pid) :: spec
-  def check!(command, options, caller) when is_list(options) do
-    build!(command, drop_node!(options), caller)
-  end
-
-  def check!(_command, options, _caller) do
-    raise ArgumentError, "Tether.run/2 options must be a list, got: #{inspect(options)}"
-  end
-
-  defp drop_node!([{:node, node} | rest]) when is_atom(node) and node != nil, do: rest
-
-  defp drop_node!([{:node, other} | _]),
-    do: raise(ArgumentError, "invalid value for :node option: #{inspect(other)}")
-
-  defp drop_node!([option | rest]), do: [option | drop_node!(rest)]
-  defp drop_node!(other), do: other
 
   # ── Commands ─────────────────────────────────────────────────────────────────────────────
 
@@ -355,14 +511,9 @@ defmodule Tether.Options do
 
     stop =
       cond do
-        spec.kill_sequence ->
-          spec.kill_sequence
-
-        spec.kill_command ->
-          [{:command, spec.kill_command, spec.kill_timeout_ms}, {:signal, 9, 0}]
-
-        true ->
-          [{:signal, 15, spec.kill_timeout_ms}, {:signal, 9, 0}]
+        spec.kill_sequence -> spec.kill_sequence
+        spec.kill_command -> Tether.Spec.stop(:command, spec.kill_command, spec.kill_timeout_ms)
+        true -> Tether.Spec.stop(:signal, 15, spec.kill_timeout_ms)
       end
 
     pty = with {rows, cols} <- spec.pty, do: {rows, cols, spec.pty_echo}
@@ -380,9 +531,10 @@ defmodule Tether.Options do
     end
 
     spec
-    |> Map.drop([:kill_timeout_ms, :kill_command, :kill_sequence, :pty_echo, :active])
+    |> Map.drop([:__struct__, :kill_timeout_ms, :kill_command, :kill_sequence, :pty_echo, :active])
     |> Map.merge(%{stop: stop, pty: pty, stdin: stdin, monitor: monitor, down_to: down_to})
     |> Map.merge(%{stdout_credit: credit.(:stdout), stderr_credit: credit.(:stderr)})
+    |> then(&struct!(Tether.Spec, &1))
   end
 
   # One cgroup v2 interface file and its value.
@@ -545,7 +697,7 @@ defmodule Tether.Options do
   defp limit!(other), do: bad!(:rlimit, other, "a non-negative integer or :infinity")
 
   defp signal!(signal, key) do
-    Tether.signal_number(signal)
+    Tether.Signal.number!(signal)
   rescue
     ArgumentError -> bad!(key, signal, "signal names or numbers")
   end

@@ -1,18 +1,17 @@
 defmodule Tether.Process do
-  @moduledoc """
-  The BEAM process that stands for one OS process: the `pid` of `{:ok, pid, os_pid}`.
-
-  It lives exactly as long as the OS process: link to it or monitor it like any process. It
-  exits with reason `:normal` when the OS process exits with status 0 (or the
-  `:success_exit_code`), and otherwise with the same reason the `:DOWN` message carries
-  (`{:exit_status, code}`, `{:signal, name, core?}`). It holds the native handle of the OS
-  process: if it is killed, the OS process is stopped.
-
-  Output sent to pids does not pass through it: the native event loop sends `{:stdout, ...}`
-  messages straight to their destination. Output for a fun or `:print` does: this process runs
-  the handler for each chunk, and then sends the `:DOWN` itself, so that it still follows every
-  chunk.
-  """
+  @moduledoc false
+  # The BEAM process that stands for one OS process: the `pid` of `{:ok, pid, os_pid}`.
+  #
+  # It lives exactly as long as the OS process: link to it or monitor it like any process. It
+  # exits with reason `:normal` when the OS process exits with status 0 (or the
+  # `:success_exit_code`), and otherwise with the same reason the `:DOWN` message carries
+  # (`{:exit_status, code}`, `{:signal, name, core?}`). It holds the native handle of the OS
+  # process: if it is killed, the OS process is stopped.
+  #
+  # Output sent to pids does not pass through it: the native event loop sends `{:stdout, ...}`
+  # messages straight to their destination. Output for a fun or `:print` does: this process runs
+  # the handler for each chunk, and then sends the `:DOWN` itself, so that it still follows every
+  # chunk.
 
   require Logger
 
@@ -37,11 +36,11 @@ defmodule Tether.Process do
   #
   # Nothing is spawned when the application does not run (`{:error, :not_started}`) or when
   # `{:group, pgid}` names a group that is not a live child's (`{:error, :bad_group}`).
-  @spec start(Tether.Options.spec(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
+  @spec start(Tether.Spec.t(), keyword) :: {:ok, pid, Tether.os_pid()} | {:error, atom}
   def start(spec, options \\ []) do
     cond do
       not Tether.Guard.started?() -> {:error, :not_started}
-      (refusal = Tether.Guard.check_group(spec.group)) != :ok -> refusal
+      (refusal = Tether.Guard.check_group(spec.group, &adopted?/1)) != :ok -> refusal
       true -> do_start(spec, options)
     end
   end
@@ -123,7 +122,7 @@ defmodule Tether.Process do
           os_pid: os_pid,
           handle: handle,
           handlers: spec.handlers,
-          down_to: spec[:down_to],
+          down_to: spec.down_to,
           started: started
         })
 

@@ -1,37 +1,33 @@
 defmodule Tether.Remote do
-  @moduledoc """
-  Runs OS processes on other nodes of an Erlang cluster (`Tether.run(cmd, node: node)`), over
-  ordinary distribution.
-
-  The NIF can only send to local pids, so on the remote node a small relay process calls
-  `Tether.run/2` (it owns the OS process) and forwards `{:stdout, ...}`, `{:stderr, ...}`,
-  `{:tether_passive, ...}` and the `:DOWN` to their destinations, in order. The relay monitors
-  the caller: if the caller dies or its node disconnects, the relay exits and Tether stops the
-  OS process (unless `{:detach, true}`). On the caller's node a guard monitors the relay: if the
-  remote node goes down, the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`.
-
-  The returned `pid` is the `Tether.Process` on the remote node; `stop/1`, `kill/2`,
-  `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node.
-  Output destinations must be pids (or the caller): funs and `:print` would run on the remote
-  node and are refused.
-  """
+  @moduledoc false
+  # Runs OS processes on other nodes of an Erlang cluster (`Tether.run(cmd, node: node)`), over
+  # ordinary distribution.
+  #
+  # The NIF can only send to local pids, so on the remote node a small relay process calls
+  # `Tether.run/2` (it owns the OS process) and forwards `{:stdout, ...}`, `{:stderr, ...}`,
+  # `{:tether_passive, ...}` and the `:DOWN` to their destinations, in order. The relay monitors
+  # the caller: if the caller dies or its node disconnects, the relay exits and Tether stops the
+  # OS process (unless `{:detach, true}`). On the caller's node a guard monitors the relay: if the
+  # remote node goes down, the caller gets `{:DOWN, os_pid, :process, pid, {:nodedown, node}}`.
+  #
+  # The returned `pid` is the `Tether.Process` on the remote node; `stop/1`, `kill/2`,
+  # `status/1`, `send/2`, `activate/3`, `winsz/3` and `info/1` accept it from any node.
+  # Output destinations must be pids (or the caller): funs and `:print` would run on the remote
+  # node and are refused.
 
   @doc false
-  # On the caller's node: starts `command` on `node`.
-  @spec run(node, Tether.command(), list) :: {:ok, pid, Tether.os_pid()} | {:error, term}
-  def run(node, command, options) do
+  # On the caller's node: starts `command` on `spec.node`. `spec` is `options` validated here
+  # (`Tether.Options.validate(:run, ...)`), so bad options raise in the caller naming the
+  # option; `options` go to the other node as given (its `{:node, node}` is that node itself).
+  @spec run(Tether.Spec.t(), Tether.command(), list) ::
+          {:ok, pid, Tether.os_pid()} | {:error, term}
+  def run(%Tether.Spec{node: node} = spec, command, options) do
     caller = self()
-    # Validate here, so bad options raise in the caller naming the option.
-    spec = Tether.Options.build!(command, options, caller)
-
-    spec.handlers == %{} or
-      raise ArgumentError, "output funs and :print cannot be used with the :node option"
-
     monitor? = spec.monitor != nil
 
     if spec.sync do
       # The whole synchronous run happens there; its owner is the call's process.
-      :erpc.call(node, Tether, :run, [command, options], :infinity)
+      :erpc.call(node, __MODULE__, :run_sync, [command, options], :infinity)
     else
       start(node, command, options, caller, monitor?, spec.link)
     end
@@ -98,7 +94,11 @@ defmodule Tether.Remote do
     caller_ref = Process.monitor(caller)
     {options, destinations} = local_destinations(options, caller)
 
-    case Tether.run(command, options) do
+    # Validated on this node (the run is local here), and never :sync (run/3 calls Tether.run/2
+    # here for that).
+    spec = Tether.Options.validate(:run, command, options)
+
+    case Tether.Process.start(spec) do
       {:ok, pid, os_pid} ->
         send(reply_to, {ref, {:ok, self(), pid, os_pid}})
         forward(os_pid, caller, caller_ref, destinations)
@@ -160,13 +160,9 @@ defmodule Tether.Remote do
   end
 
   @doc false
-  # Runs `Tether.fun(pid, args...)` on the node of `pid`.
-  @spec call(pid, atom, list) :: term
-  def call(pid, fun, args) do
-    :erpc.call(node(pid), Tether, fun, [pid | args], 30_000)
-  catch
-    :error, {:erpc, :noconnection} -> {:error, :no_process}
-    :error, {:erpc, reason} -> {:error, reason}
-    :error, {:exception, %ArgumentError{} = error, _} -> raise error
+  # On the remote node (called over :erpc): a `:sync` run, owned by the call's process.
+  @spec run_sync(Tether.command(), list) :: {:ok, keyword} | {:error, term}
+  def run_sync(command, options) do
+    :run |> Tether.Options.validate(command, options) |> Tether.Sync.run()
   end
 end

@@ -1,8 +1,7 @@
 defmodule Tether.Stream do
-  @moduledoc """
-  The Enumerable behind `Tether.stream/2` and `Tether.stream!/2`: a process whose stdout is
-  read one chunk per demand (`{:active, :once}`), started lazily by the consumer.
-  """
+  @moduledoc false
+  # The Enumerable behind `Tether.stream/2` and `Tether.stream!/2`: a process whose stdout is
+  # read one chunk per demand (`{:active, :once}`), started lazily by the consumer.
 
   defmodule ExitError do
     @moduledoc "Raised by a `Tether.stream!/2` whose process did not exit with status 0."
@@ -16,25 +15,8 @@ defmodule Tether.Stream do
 
   @doc false
   @spec new(Tether.command(), keyword, boolean) :: Enumerable.t()
-  def new(command, options, raise?) when is_list(options) do
-    Tether.Options.proper_list?(options) or
-      raise ArgumentError,
-            "Tether.stream/2 options must be a proper list, got: #{inspect(options)}"
-
-    {input, options} = pop_input(options)
-
-    Enum.each(options, fn option ->
-      key = if is_tuple(option) and tuple_size(option) > 0, do: elem(option, 0), else: option
-
-      key not in [:stdout, :monitor, :active, :sync] or
-        raise ArgumentError, "option #{inspect(key)} is set by Tether.stream/2"
-    end)
-
-    # Validate now, in the caller, so a bad option raises where the stream is built.
-    run_options =
-      [:stdout, :monitor, active: :once] ++ if(input, do: [:stdin], else: []) ++ options
-
-    Tether.Options.check!(command, run_options, self())
+  def new(command, options, raise?) do
+    {_spec, run_options, input} = Tether.Options.validate(:stream, command, options)
 
     Stream.resource(
       fn -> start(command, run_options, input) end,
@@ -43,26 +25,8 @@ defmodule Tether.Stream do
     )
   end
 
-  def new(_command, options, _raise?) do
-    raise ArgumentError, "Tether.stream/2 options must be a list, got: #{inspect(options)}"
-  end
-
-  # `:input`, checked here so that a bad one raises in the caller, not in the feeding process.
-  defp pop_input(options) do
-    # Not Keyword.pop/2: run/2 options may be atoms (`:pty`).
-    {inputs, options} = Enum.split_with(options, &match?({:input, _}, &1))
-    input = with [{:input, input} | _] <- inputs, do: input, else: (_ -> nil)
-
-    Tether.Options.input?(input) or
-      raise ArgumentError,
-            "invalid value for :input option: #{inspect(input)} " <>
-              "(expected iodata or an Enumerable of iodata)"
-
-    {input, options}
-  end
-
   defp start(command, options, input) do
-    case Tether.run(command, options) do
+    case Tether.Run.run(command, options) do
       {:ok, pid, os_pid} ->
         # The pid, not the os_pid, addresses the process on whichever node it runs. Input is
         # fed by a linked process, at the pace the command reads it, while we take the output.
@@ -81,8 +45,8 @@ defmodule Tether.Stream do
   # Writes `input` (iodata, or an Enumerable of iodata) to stdin, then EOF. Also for Tether.cmd/3.
   @spec feed(Tether.target(), iodata | Enumerable.t()) :: :ok | {:error, atom}
   def feed(os_pid, input) when is_binary(input) or is_list(input) do
-    Tether.send(os_pid, input)
-    Tether.send(os_pid, :eof)
+    Tether.Control.send(os_pid, input)
+    Tether.Control.send(os_pid, :eof)
   end
 
   def feed(target, input) do
@@ -95,7 +59,7 @@ defmodule Tether.Stream do
       end
     end)
     |> case do
-      queued when is_integer(queued) -> Tether.send(target, :eof)
+      queued when is_integer(queued) -> Tether.Control.send(target, :eof)
       error -> error
     end
   end
@@ -103,11 +67,13 @@ defmodule Tether.Stream do
   # Sends one chunk; once a window is queued, waits for it to be written. Returns what is
   # queued after it.
   defp feed_chunk(target, chunk, queued) when queued < @feed_window do
-    with :ok <- Tether.send(target, chunk), do: {:ok, queued}
+    with :ok <- Tether.Control.send(target, chunk), do: {:ok, queued}
   end
 
   defp feed_chunk(target, chunk, _queued) do
-    with :ok <- Tether.send(target, chunk), :ok <- Tether.flush_stdin(target), do: {:ok, 0}
+    with :ok <- Tether.Control.send(target, chunk),
+         :ok <- Tether.Control.flush_stdin(target, :infinity),
+         do: {:ok, 0}
   end
 
   defp next({:done, _, _, _} = state, _command, _raise?), do: {:halt, state}
@@ -116,7 +82,7 @@ defmodule Tether.Stream do
   defp next({:running, os_pid, pid, feeder} = state, command, raise?) do
     receive do
       {:stdout, ^os_pid, data} ->
-        Tether.activate(pid, :once, :stdout)
+        Tether.Control.activate(pid, :once, :stdout)
         {[data], state}
 
       {:tether_passive, ^os_pid, :stdout} ->
@@ -149,9 +115,9 @@ defmodule Tether.Stream do
     stop_feeder(feeder)
 
     if state == :running do
-      Tether.kill(pid, :sigkill)
+      Tether.Control.kill(pid, :sigkill)
       # Its exit waits for the output it left in the pipe to be taken: take it, unread.
-      Tether.activate(pid, true)
+      Tether.Control.activate(pid, true, :all)
       drain_until_down(os_pid)
     end
 

@@ -69,19 +69,10 @@ defmodule Tether.OsHelpers do
   def script(name), do: Path.expand("scripts/#{name}", __DIR__)
 
   @doc "Whether `os_pid` is alive: present in /proc and not a zombie."
-  def alive?(os_pid) do
-    case File.read("/proc/#{os_pid}/stat") do
-      {:ok, stat} -> stat |> String.split(")") |> List.last() |> String.trim() |> live_state?()
-      {:error, _} -> false
-    end
-  end
-
-  defp live_state?("Z" <> _), do: false
-  defp live_state?("X" <> _), do: false
-  defp live_state?(_), do: true
+  defdelegate alive?(os_pid), to: Tether.ProcFs
 
   @doc "The live pids whose process group is `pgid` (read from /proc)."
-  defdelegate group_members(pgid), to: Tether.TestCluster.Manager
+  defdelegate group_members(pgid), to: Tether.ProcFs
 
   @doc "Waits up to `timeout` ms for every pid in `pids` to be gone; returns the survivors."
   def wait_gone(pids, timeout \\ 3000) do

@@ -87,10 +87,10 @@ defmodule Tether.FuzzTest do
     end)
   end
 
-  defp vm_pgid(vm), do: elem(Tether.Guard.stat(vm), 1).pgrp
+  defp vm_pgid(vm), do: elem(Tether.ProcFs.stat(vm), 1).pgrp
 
   defp ancestors(pid) do
-    case Tether.Guard.stat(pid) do
+    case Tether.ProcFs.stat(pid) do
       {:ok, %{ppid: ppid}} when ppid > 0 -> [ppid | ancestors(ppid)]
       _ -> []
     end

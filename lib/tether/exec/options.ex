@@ -1,17 +1,16 @@
 defmodule Tether.Exec.Options do
-  @moduledoc """
-  Checks erlexec's commands and options the way erlexec does (same guards, same error terms)
-  and translates them into `Tether.run/2` arguments.
-
-  Errors are erlexec 2.x's: `{:invalid_option, option}` for anything unknown or out of range,
-  `{:invalid_env_value, entries}`, `{:invalid_pty_value, entries}`, and erlexec's strings for
-  bad output redirections (`"Invalid stdout option ..."`).
-
-  What the `:exec` layer handles itself comes back as flags: `:monitor`, `:link`, `:sync`,
-  `:kill_group`, `:group`, `:success_exit_code`, `:user`, `:capabilities` (the server narrows
-  them to what it may give, see `:exec.start/1`) and the terminal modes of `{pty, Opts}` that
-  Tether has no option for (`:termios`).
-  """
+  @moduledoc false
+  # Checks erlexec's commands and options the way erlexec does (same guards, same error terms)
+  # and translates them into `Tether.run/2` arguments.
+  #
+  # Errors are erlexec 2.x's: `{:invalid_option, option}` for anything unknown or out of range,
+  # `{:invalid_env_value, entries}`, `{:invalid_pty_value, entries}`, and erlexec's strings for
+  # bad output redirections (`"Invalid stdout option ..."`).
+  #
+  # What the `:exec` layer handles itself comes back as flags: `:monitor`, `:link`, `:sync`,
+  # `:kill_group`, `:group`, `:success_exit_code`, `:user`, `:capabilities` (the server narrows
+  # them to what it may give, see `:exec.start/1`) and the terminal modes of `{pty, Opts}` that
+  # Tether has no option for (`:termios`).
 
   @typedoc "What `translate/2` returns besides the Tether options."
   @type flags :: %{

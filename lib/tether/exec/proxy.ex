@@ -19,23 +19,9 @@ defmodule Tether.Exec.Proxy do
   # Output goes from Tether straight to its destination; only the `:DOWN` passes here, sent by
   # Tether after the last output, so it still follows every chunk.
 
-  @os_pid_key :"$exec_os_pid"
-
   @doc false
   @spec start(map) :: pid
   def start(request), do: spawn_link(fn -> init(request) end)
-
-  @doc false
-  # The os_pid a proxy stands for, read from its dictionary (nil for any other pid).
-  @spec os_pid(pid) :: pos_integer | nil
-  def os_pid(pid) when node(pid) == node() do
-    case Process.info(pid, :dictionary) do
-      {:dictionary, dictionary} -> dictionary[@os_pid_key]
-      nil -> nil
-    end
-  end
-
-  def os_pid(_pid), do: nil
 
   defp init(%{server: server, from: from, caller: caller, flags: flags} = request) do
     Process.flag(:trap_exit, true)
@@ -43,7 +29,6 @@ defmodule Tether.Exec.Proxy do
 
     case spawn_child(request) do
       {:ok, os_pid, managed?} ->
-        Process.put(@os_pid_key, os_pid)
         pgid = pgid(os_pid, flags, managed?)
         send(server, {:"$exec_child", self(), os_pid})
         if flags.termios != [], do: set_termios(os_pid, flags.termios)
@@ -194,7 +179,7 @@ defmodule Tether.Exec.Proxy do
   # leaves behind is Tether's to stop; the children of Tether in the group (its leader, the
   # siblings that joined it) are signalled here, one by one and only while Tether runs them.
   defp term_group(%{pgid: pgid}) when is_integer(pgid) do
-    for member <- Tether.Guard.group_members(pgid), match?({:ok, _}, Tether.pid(member)) do
+    for member <- Tether.ProcFs.group_members(pgid), match?({:ok, _}, Tether.pid(member)) do
       Tether.kill(member, :sigterm)
     end
 
@@ -209,5 +194,19 @@ defmodule Tether.Exec.Proxy do
   defp reason(:normal, %{flags: %{success_exit_code: code}}) when code != 0,
     do: {:exit_status, code}
 
-  defp reason(reason, _state), do: :exec.to_erlexec_reason(reason)
+  defp reason(reason, _state), do: to_erlexec_reason(reason)
+
+  @doc false
+  # Tether's exit reason in erlexec's form: the raw wait status.
+  @spec to_erlexec_reason(Tether.Process.reason()) :: :normal | {:exit_status, integer} | atom
+  def to_erlexec_reason(:normal), do: :normal
+  def to_erlexec_reason({:exit_status, code}), do: {:exit_status, code * 256}
+
+  def to_erlexec_reason({:signal, signal, core?}) do
+    number = Tether.Signal.number!(signal)
+    {:exit_status, number + if(core?, do: 128, else: 0)}
+  end
+
+  def to_erlexec_reason(:unknown), do: {:exit_status, -1}
+  def to_erlexec_reason(other), do: other
 end

@@ -1,12 +1,18 @@
-//! The run spec, as `Tether.Options` builds it (already validated, typed values only).
+//! The run spec: a `%Tether.Spec{}`, as `Tether.Options` builds it (already validated, typed
+//! values only). Every field of the [`Command`] is decoded from it as given: the defaults are
+//! written once, in `lib/tether/spec.ex`, and `Command::new`'s are not used here (the struct
+//! literal in [`Spec::into_command`] makes a field the spec does not carry a compile error).
+//! The struct's BEAM-side fields (`handlers`, `down_to`, `link`, `sync`, `timeout`, `node`) are
+//! not read.
 
 use crate::atoms;
-use rustler::{Atom, Binary, LocalPid, NifMap, NifResult, Term};
+use rustler::{Atom, Binary, LocalPid, NifResult, NifStruct, Term};
 use std::time::Duration;
 use tether_core::command::{rlimit_resource, Capabilities};
 use tether_core::{Command, EnvChange, Group, Input, Output, Pty, Rlimit, StopAction, StopStep};
 
-#[derive(NifMap)]
+#[derive(NifStruct)]
+#[module = "Tether.Spec"]
 pub struct Spec<'a> {
     /// Lists are decoded by [`proper_list`]: rustler's `Vec` decoder panics on improper lists.
     argv: Term<'a>,
@@ -177,29 +183,31 @@ impl Spec<'_> {
         let cgroup_limits: Vec<(String, String)> = proper_list(self.cgroup_limits)?;
         let (stdout, stdout_to) = output(self.stdout, process)?;
         let (stderr, stderr_to) = output(self.stderr, process)?;
-        let mut command = Command::new(argv.iter().map(|a| a.to_vec()));
-        command.executable = self.executable.map(|e| e.to_vec());
-        command.env = env.into_iter().map(env_change).collect::<Result<_, _>>()?;
-        command.cwd = self.cd.map(|d| d.to_vec());
-        command.stdin = input(self.stdin)?;
-        command.stdout = stdout;
-        command.stderr = stderr;
-        command.pty = self.pty.map(|(rows, cols, echo)| Pty { rows, cols, echo });
-        command.group = group(self.group)?;
-        command.kill_group = self.kill_group;
-        command.stop = stop.into_iter().map(stop_step).collect::<Result<_, _>>()?;
-        command.detach = self.detach;
-        command.nice = self.nice;
-        command.user = self.user.map(|u| u.to_vec());
-        command.capabilities = capabilities(self.capabilities)?;
-        command.rlimits = rlimits.into_iter().map(rlimit).collect::<Result<_, _>>()?;
-        command.idle_timeout = self.idle_timeout_ms.map(Duration::from_millis);
-        command.max_output = self.max_output;
-        command.pipe_size = self.pipe_size;
-        command.stdout_credit = self.stdout_credit;
-        command.stderr_credit = self.stderr_credit;
-        command.keep_background = self.keep_background;
-        command.cgroup_limits = cgroup_limits;
+        let command = Command {
+            argv: argv.iter().map(|a| a.to_vec()).collect(),
+            executable: self.executable.map(|e| e.to_vec()),
+            env: env.into_iter().map(env_change).collect::<Result<_, _>>()?,
+            cwd: self.cd.map(|d| d.to_vec()),
+            stdin: input(self.stdin)?,
+            stdout,
+            stderr,
+            pty: self.pty.map(|(rows, cols, echo)| Pty { rows, cols, echo }),
+            group: group(self.group)?,
+            kill_group: self.kill_group,
+            stop: stop.into_iter().map(stop_step).collect::<Result<_, _>>()?,
+            detach: self.detach,
+            pipe_size: self.pipe_size,
+            nice: self.nice,
+            user: self.user.map(|u| u.to_vec()),
+            capabilities: capabilities(self.capabilities)?,
+            rlimits: rlimits.into_iter().map(rlimit).collect::<Result<_, _>>()?,
+            keep_background: self.keep_background,
+            cgroup_limits,
+            idle_timeout: self.idle_timeout_ms.map(Duration::from_millis),
+            max_output: self.max_output,
+            stdout_credit: self.stdout_credit,
+            stderr_credit: self.stderr_credit,
+        };
         let routes = Routes {
             process,
             stdout: stdout_to,
