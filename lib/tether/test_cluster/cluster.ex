@@ -20,13 +20,13 @@ defmodule Tether.TestCluster.Cluster do
             health_timer: false
 
   @type t :: %__MODULE__{
-          config: map | nil,
+          config: Tether.TestCluster.Config.t() | nil,
           nodes: %{optional(node) => Node.t()},
           order: [node],
           by_os_pid: %{optional({node, Tether.os_pid()}) => node},
           subscribers: MapSet.t(pid),
           starting: GenServer.from() | nil,
-          stop_waiters: [map],
+          stop_waiters: [Tether.TestCluster.Stopping.entry()],
           tasks: %{optional(reference) => task},
           health_waiters: [GenServer.from()],
           health_timer: boolean
@@ -45,11 +45,11 @@ defmodule Tether.TestCluster.Cluster do
   def set_status(state, name, status), do: update_node(state, name, &Node.status(&1, status))
 
   @doc "The nodes' info, in node order."
-  @spec node_list(t) :: [{node, map}]
+  @spec node_list(t) :: [{node, Tether.TestCluster.Manager.info()}]
   def node_list(state), do: for(name <- state.order, do: {name, Node.info(state.nodes[name])})
 
   @doc "The nodes' info and health, in node order."
-  @spec statuses(t) :: [{node, map}]
+  @spec statuses(t) :: [{node, Tether.TestCluster.Manager.node_status()}]
   def statuses(state),
     do: for(name <- state.order, do: {name, Node.status_info(state.nodes[name])})
 

@@ -58,7 +58,7 @@ defmodule Tether.TestCluster.Config do
   @run_options [:env, :kill_timeout]
 
   @doc "The config of `options`, or `ArgumentError` naming the first bad option."
-  @spec validate!(keyword) :: t
+  @spec validate!([Tether.TestCluster.Manager.option()]) :: t
   def validate!(options) do
     Enum.each(options, fn {key, _} ->
       Keyword.has_key?(@defaults, key) or key == :subscriber or

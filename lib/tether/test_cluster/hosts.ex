@@ -27,8 +27,9 @@ defmodule Tether.TestCluster.Hosts do
   that owns its nodes), checks that it runs Tether, and adds `:tether_dirs`: where Tether's
   code is on each host.
   """
-  @spec connect(map) ::
-          {:ok, map} | {:error, {:host_unreachable, node} | {:tether_not_running, node}}
+  @spec connect(Tether.TestCluster.Config.t()) ::
+          {:ok, Tether.TestCluster.Config.t()}
+          | {:error, {:host_unreachable, node} | {:tether_not_running, node}}
   def connect(%{hosts: nil} = config), do: {:ok, Map.put(config, :tether_dirs, %{})}
 
   def connect(config) do

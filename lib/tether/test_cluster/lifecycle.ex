@@ -14,7 +14,7 @@ defmodule Tether.TestCluster.Lifecycle do
   # ── Starting ─────────────────────────────────────────────────────────────────────────────
 
   @doc "Starts every node of `config`; `from` is answered once all joined, or one failed."
-  @spec start(Cluster.t(), map, GenServer.from()) :: Cluster.t()
+  @spec start(Cluster.t(), Tether.TestCluster.Config.t(), GenServer.from()) :: Cluster.t()
   def start(state, config, from) do
     state = %{
       state

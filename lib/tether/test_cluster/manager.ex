@@ -105,6 +105,27 @@ defmodule Tether.TestCluster.Manager do
           restart_count: non_neg_integer
         }
 
+  @typedoc "A node's last health check (`status/2`), `nil` before the first."
+  @type health :: %{
+          os: :running | :stopping | :stopped | :no_process | :unknown | term,
+          ping: :pong | :pang,
+          http: :ok | :not_checked | {:error, term}
+        }
+
+  @typedoc "`info` and its `:health`."
+  @type node_status :: %{
+          name: name,
+          host: node,
+          http_port: :inet.port_number(),
+          url: String.t(),
+          hostname: String.t(),
+          os_pid: Tether.os_pid() | nil,
+          exec_pid: pid | nil,
+          status: :booting | :running | :restarting | :stopping | :failed,
+          restart_count: non_neg_integer,
+          health: health | nil
+        }
+
   @typedoc "The options of `start_cluster/1` (see the module doc), and `:manager`."
   @type option ::
           {:node_count, pos_integer}
@@ -180,7 +201,7 @@ defmodule Tether.TestCluster.Manager do
   A node's info plus its last health check: `:os` (`Tether.status/1`), `:ping` (`:pong` or
   `:pang`) and `:http` (`:ok` or `{:error, reason}`), or `nil` before the first check.
   """
-  @spec status(name, GenServer.server()) :: {:ok, map} | {:error, :unknown_node}
+  @spec status(name, GenServer.server()) :: {:ok, node_status} | {:error, :unknown_node}
   def status(name, manager \\ __MODULE__), do: GenServer.call(manager, {:status, name})
 
   @doc "The last 1,000 (at most) output lines of a node, oldest first, as `{stream, line}`."
@@ -205,7 +226,7 @@ defmodule Tether.TestCluster.Manager do
   end
 
   @doc "Checks the health of every running node now and returns `status/1` of each."
-  @spec check_health(GenServer.server()) :: [{name, map}]
+  @spec check_health(GenServer.server()) :: [{name, node_status}]
   def check_health(manager \\ __MODULE__), do: GenServer.call(manager, :check_health, 30_000)
 
   @doc false

@@ -30,7 +30,7 @@ defmodule Tether.TestCluster.Node do
   @type status ::
           :booting | :running | :restarting | :stopping | :stopped | :boot_failed | :failed
 
-  @type health :: %{os: term, ping: :pong | :pang, http: :ok | :not_checked | {:error, term}}
+  @type health :: Tether.TestCluster.Manager.health()
 
   @type t :: %__MODULE__{
           spec: NodeSpec.t(),
@@ -120,6 +120,6 @@ defmodule Tether.TestCluster.Node do
   end
 
   @doc "`info/1` and its last health check, as `Tether.TestCluster.Manager.status/2` says."
-  @spec status_info(t) :: map
+  @spec status_info(t) :: Tether.TestCluster.Manager.node_status()
   def status_info(node), do: Map.put(info(node), :health, node.health)
 end

@@ -13,6 +13,14 @@ defmodule Tether.TestCluster.Stopping do
   @typedoc "Who is answered: a caller, or the caller of a start that failed with `reason`."
   @type waiter :: GenServer.from() | {:reply_error, GenServer.from(), term}
 
+  @typedoc "A pending stop: its nodes, the tasks still out for it, the hosts that did not answer."
+  @type entry :: %{
+          waiter: waiter,
+          names: [node],
+          tasks: MapSet.t(reference),
+          unanswered: [node]
+        }
+
   @doc "Stops nodes `names`; `waiter` is answered once they are gone."
   @spec stop_nodes(Cluster.t(), [node], waiter) :: Cluster.t()
   def stop_nodes(state, names, waiter) do

@@ -16,7 +16,7 @@ defmodule Tether.TestCluster.Supervisor do
   use DynamicSupervisor
 
   @doc "Starts the supervisor, linked to the caller."
-  @spec start_link(keyword) :: Supervisor.on_start()
+  @spec start_link([]) :: Supervisor.on_start()
   def start_link(_options \\ []) do
     DynamicSupervisor.start_link(__MODULE__, :ok, name: __MODULE__)
   end
