@@ -165,13 +165,16 @@ defmodule Tether.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       erlc_paths: erlc_paths(Mix.env()),
       deps: [],
+      # :inets (the health endpoint and checks of Tether.TestCluster) is started by
+      # TestCluster when a cluster starts, so Tether's users do not all depend on it.
+      xref: [exclude: [:httpc, :inets]],
       aliases: aliases(),
       docs: [main: "Tether"]
     ]
   end
 
   def application do
-    [extra_applications: [:logger, :inets], mod: {Tether.Application, []}]
+    [extra_applications: [:logger], mod: {Tether.Application, []}]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

@@ -20,7 +20,7 @@ defmodule Tether.TestCluster.Agent do
   Makes this VM an agent: starts distribution as a hidden node when it is not distributed yet
   (`epmd` must then be running), starts Tether, and prints `tether agent NAME ready`.
   """
-  @spec main(keyword) :: :ok
+  @spec main([{:name, node | nil} | {:cookie, atom | nil}]) :: :ok
   def main(options \\ []) do
     with name when name != nil <- options[:name], false <- Node.alive?() do
       case :net_kernel.start(name, %{name_domain: :longnames, hidden: true}) do

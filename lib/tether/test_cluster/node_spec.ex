@@ -9,7 +9,10 @@ defmodule Tether.TestCluster.NodeSpec do
       health endpoint on its HTTP port with `:inets`.
     * `{:mix_run, project_dir}` - `elixir --name NAME --cookie COOKIE -S mix run --no-halt` in
       `project_dir`, exactly as a Phoenix project's multi-node tests do.
-    * `{:command, fun}` - `fun.(spec)` returns the argv to run.
+    * `{:command, fun}` - `fun.(spec)` returns the argv to run. Like the other modes, the node
+      it boots must connect to the manager, named in its `TETHER_CLUSTER_MANAGER` environment
+      variable (`Tether.TestCluster.NodeBoot.main/0` does): the manager learns joins from
+      `nodeup`s, it never dials a node.
   """
 
   @enforce_keys [:name, :index, :http_port, :hostname, :cookie, :boot]
@@ -81,7 +84,7 @@ defmodule Tether.TestCluster.NodeSpec do
   `:elixir` uses Tether's code in `spec.tether_dir` (the node's host's copy; this VM's when
   `nil`). Nodes never start `epmd` (`-start_epmd false`): it runs before they boot.
   """
-  @spec command(t) :: {[String.t()], keyword}
+  @spec command(t) :: {[String.t()], Tether.options()}
   def command(%__MODULE__{boot: :elixir} = spec) do
     ebin = Path.join(spec.tether_dir || :code.lib_dir(:tether), "ebin")
 

@@ -17,10 +17,20 @@ defmodule Tether.TestCluster.OutputBuffer do
             logged: 0,
             suppressed: 0
 
-  @type t :: %__MODULE__{}
+  @type t :: %__MODULE__{
+          name: atom,
+          lines: :queue.queue({:stdout | :stderr, binary}),
+          count: non_neg_integer,
+          max_lines: pos_integer,
+          partial: %{stdout: binary, stderr: binary},
+          max_log_rate: pos_integer,
+          window: integer,
+          logged: non_neg_integer,
+          suppressed: non_neg_integer
+        }
 
   @doc "A buffer for node `name`."
-  @spec new(atom, keyword) :: t
+  @spec new(atom, [{:max_lines, pos_integer} | {:max_log_rate, pos_integer}]) :: t
   def new(name, options \\ []) do
     struct!(__MODULE__, [name: name] ++ Keyword.take(options, [:max_lines, :max_log_rate]))
   end
