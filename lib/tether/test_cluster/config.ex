@@ -101,11 +101,10 @@ defmodule Tether.TestCluster.Config do
     |> host_counts!(options)
   end
 
-  # THE call site of Tether's option validator for the cluster options that the nodes'
-  # `Tether.run/2` gets: one validator, one message per bad option, wherever they are given.
-  # At the merge: `Tether.Options.validate(:run, run_options)`.
+  # The cluster options that the nodes' `Tether.run/2` gets are checked by Tether's one
+  # validator: one message per bad option, wherever they are given.
   defp check_run_options!(run_options) do
-    _spec = Tether.Options.build!(["true"], run_options, self())
+    _spec = Tether.Options.validate(:run, ["true"], run_options)
     :ok
   end
 

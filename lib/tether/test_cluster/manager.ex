@@ -89,7 +89,7 @@ defmodule Tether.TestCluster.Manager do
   use GenServer
 
   alias Tether.TestCluster.{Cluster, Config, HealthCheck, Hosts, Lifecycle, OutputBuffer}
-  alias Tether.TestCluster.{ProcFs, Stopping}
+  alias Tether.TestCluster.Stopping
   alias Tether.TestCluster.Node, as: ClusterNode
 
   @type name :: node
@@ -232,7 +232,7 @@ defmodule Tether.TestCluster.Manager do
   @doc false
   # For the tests and the demo: live pids in the process groups `pgids`, on this host.
   @spec group_members(pos_integer | [pos_integer]) :: [pos_integer]
-  defdelegate group_members(pgids), to: ProcFs
+  defdelegate group_members(pgids), to: Tether.ProcFs
 
   defp alive?(manager) when is_atom(manager), do: Process.whereis(manager) != nil
   defp alive?(manager), do: GenServer.whereis(manager) != nil

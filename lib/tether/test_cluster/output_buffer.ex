@@ -46,12 +46,9 @@ defmodule Tether.TestCluster.OutputBuffer do
   """
   @spec add(t, :stdout | :stderr, binary) :: t
   def add(buffer, stream, data) do
-    [rest | complete] = (buffer.partial[stream] <> data) |> String.split("\n") |> Enum.reverse()
+    {complete, rest} = Tether.Lines.split(buffer.partial[stream], data)
     buffer = %{buffer | partial: Map.put(buffer.partial, stream, rest)}
-
-    complete
-    |> Enum.reverse()
-    |> Enum.reduce(buffer, &push(&2, stream, &1))
+    Enum.reduce(complete, buffer, &push(&2, stream, &1))
   end
 
   @doc "The kept lines, oldest first, as `{stream, line}`."

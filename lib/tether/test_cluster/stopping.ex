@@ -8,7 +8,7 @@ defmodule Tether.TestCluster.Stopping do
 
   require Logger
 
-  alias Tether.TestCluster.{Cluster, Node, ProcFs}
+  alias Tether.TestCluster.{Cluster, Node}
 
   @typedoc "Who is answered: a caller, or the caller of a start that failed with `reason`."
   @type waiter :: GenServer.from() | {:reply_error, GenServer.from(), term}
@@ -134,7 +134,7 @@ defmodule Tether.TestCluster.Stopping do
 
   defp groups_gone(host, pgids, deadline) do
     cond do
-      on_host(host, ProcFs, :group_members, [pgids], deadline) == [] ->
+      on_host(host, Tether.ProcFs, :group_members, [pgids], deadline) == [] ->
         :ok
 
       System.monotonic_time(:millisecond) > deadline ->
