@@ -156,9 +156,8 @@ defmodule Tether.LifecycleTest do
     end
 
     test "info/1 knows a process that exited before its Tether.Process ever ran" do
-      {:ok, pid, os_pid} = Tether.run(["true"], [:monitor])
       # A busy scheduler, made certain: the Tether.Process does not run until after the exit.
-      :erlang.suspend_process(pid)
+      {pid, os_pid} = run_suspended(["true"])
       assert_receive {:DOWN, ^os_pid, :process, ^pid, :normal}, 5000
       info = Task.async(fn -> Tether.info(os_pid) end)
       # Resume only once info/1 has found the start record and waits for the process to end.
@@ -213,6 +212,22 @@ defmodule Tether.LifecycleTest do
         Tether.run(["my-name", "-c", "echo $0"], [:stdout, :monitor, executable: "/bin/sh"])
 
       assert {"my-name\n", "", :normal} = collect(os_pid)
+    end
+  end
+
+  # Runs `argv` and suspends its Tether.Process; when `true` was so quick that the process had
+  # already ended by then, that run cannot show the case: run again.
+  defp run_suspended(argv, tries \\ 20) do
+    {:ok, pid, os_pid} = Tether.run(argv, [:monitor])
+
+    try do
+      :erlang.suspend_process(pid)
+      {pid, os_pid}
+    rescue
+      error in ArgumentError ->
+        if tries == 1, do: reraise(error, __STACKTRACE__)
+        assert_receive {:DOWN, ^os_pid, :process, ^pid, _}, 5000
+        run_suspended(argv, tries - 1)
     end
   end
 end
