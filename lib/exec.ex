@@ -131,8 +131,9 @@ defmodule :exec do
       server -> GenServer.call(server, {:ospid, pid}, @timeout)
     end
   catch
-    # The server went meanwhile, and its proxies with it.
-    :exit, {:noproc, _} -> nil
+    # The server went meanwhile (before or during the call: killed, stopped), and its proxies
+    # with it: erlexec's `ospid/1` asks the pid itself, and no server's death reaches its caller.
+    :exit, _ -> nil
   end
 
   defp proxy_os_pid(_pid), do: nil

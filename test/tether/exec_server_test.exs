@@ -87,6 +87,24 @@ defmodule Tether.ExecServerTest do
       assert :exec.which_children() == [os_pid]
       :ok = :exec.kill(os_pid, 9)
     end
+
+    test "ospid/1 of a proxy while the server is killed during the call: no exit for the caller" do
+      {:ok, server} = :exec.start()
+      {:ok, proxy, os_pid} = :exec.run(~c"sleep 100", [:monitor])
+      # The server holds the question unanswered until it is killed.
+      :erlang.suspend_process(server)
+      parent = self()
+      {asker, ref} = spawn_monitor(fn -> Kernel.send(parent, {:answer, :exec.ospid(proxy)}) end)
+      wait_until(fn -> Process.info(server, :message_queue_len) == {:message_queue_len, 1} end)
+      Process.exit(server, :kill)
+
+      # erlexec's ospid/1 asks the pid itself: the proxy answers, or is gone with the server.
+      assert_receive {:answer, answer}, 10_000
+      assert answer in [os_pid, {:error, :no_process}]
+      assert_receive {:DOWN, ^ref, :process, ^asker, :normal}
+      assert_receive {:DOWN, ^os_pid, :process, ^proxy, :port_closed}, 5000
+      assert wait_gone([os_pid]) == []
+    end
   end
 
   describe "the erlexec application" do
