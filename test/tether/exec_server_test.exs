@@ -145,6 +145,12 @@ defmodule Tether.ExecServerTest do
       assert :exec.start([{:capabilities, [:no_such_cap]}]) ==
                {:error, {:invalid_option, {:capabilities, [:no_such_cap]}}}
 
+      # An improper list is an error, not a crash of the caller.
+      users = [~c"nobody" | :x]
+
+      assert :exec.start([:root, {:user, ~c"nobody"}, {:limit_users, users}]) ==
+               {:error, {:invalid_option, {:limit_users, users}}}
+
       assert Process.whereis(:exec) == nil
     end
 

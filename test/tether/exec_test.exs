@@ -226,6 +226,10 @@ defmodule Tether.ExecTest do
       assert :exec.run(~c"true", [{:env, [~c"A=1", 5]}]) == {:error, {:invalid_env_value, [5]}}
       assert {:error, "Invalid stdout option " <> _} = :exec.run(~c"true", [{:stdout, {:x}}])
 
+      # An improper list of file options is an error, not a crash of the caller.
+      assert {:error, "Invalid stdout option: " <> _} =
+               :exec.run(~c"true", [{:stdout, "/dev/null", [:append | :x]}])
+
       assert :exec.run(~c"true", [{:user, ~c"nobody"}]) ==
                {:error, ~c"User nobody is not allowed to run commands!"}
     end

@@ -260,14 +260,18 @@ defmodule Tether.Exec.Options do
   end
 
   defp file_options(stream, options) do
+    if proper_list?(options),
+      do: file_option_entries(stream, options),
+      else: {:error, "Invalid #{stream} option: #{inspect_erl(options)}"}
+  end
+
+  defp file_option_entries(stream, options) do
     case Enum.find(
            options,
            &(not match?(:append, &1) and not match?({:mode, m} when is_integer(m), &1))
          ) do
       nil ->
-        if proper_list?(options),
-          do: :ok,
-          else: {:error, "Invalid #{stream} option: #{inspect_erl(options)}"}
+        :ok
 
       bad ->
         {:error, "Invalid #{stream} option: #{inspect_erl(bad)}"}
@@ -463,7 +467,7 @@ defmodule Tether.Exec.Options do
   end
 
   defp start_option({:limit_users, users}, acc) when is_list(users) do
-    names = Enum.map(users, &string/1)
+    names = if proper_list?(users), do: Enum.map(users, &string/1), else: [:error]
 
     if :error in names,
       do: :error,
