@@ -374,8 +374,13 @@ defmodule :exec do
 
   def kill(_target, _signal), do: {:error, :badarg}
 
-  defp signal_number(signal) when is_integer(signal) or is_atom(signal),
-    do: Tether.Signal.number(signal)
+  # erlexec's names first (its `signal_to_int/1`: `sigrtmin` is 34, `sigrtmax` 64), then the
+  # others Tether knows (`:term`, `:SIGTERM`…).
+  defp signal_number(signal) when is_atom(signal) do
+    with :error <- Tether.Signal.table_number(signal), do: Tether.Signal.number(signal)
+  end
+
+  defp signal_number(signal) when is_integer(signal), do: Tether.Signal.number(signal)
 
   defp signal_number(_), do: :error
 

@@ -171,6 +171,15 @@ defmodule Tether.ExecTest do
       assert_receive {:DOWN, ^i2, :process, ^p2, {:exit_status, 15}}, 5000
     end
 
+    test "kill/2 takes erlexec's names of the real-time signals (signal_to_int/1's table)" do
+      for {name, number} <- [sigrtmin: 34, sigrtmax: 64] do
+        {:ok, pid, os_pid} = :exec.run(~c"exec sleep 100", [:monitor])
+        assert :exec.kill(os_pid, name) == :ok
+        assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, ^number}}, 5000
+        assert :exec.signal_to_int(name) == number
+      end
+    end
+
     test "setpgid/2 exists and answers as the kernel does for a running child" do
       {:ok, _pid, os_pid} = :exec.run(~c"sleep 100", [])
       assert :exec.setpgid(os_pid, os_pid) == {:error, :eacces}
