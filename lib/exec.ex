@@ -789,7 +789,10 @@ defmodule :exec do
   end
 
   @impl true
-  def handle_info({:"$exec_child", proxy, os_pid}, state) do
+  # Only from a proxy whose start is pending: anyone may send this message, and a forged one
+  # would make its sender the proxy of any os_pid (which_children, stop/1 and kill/2 by it).
+  def handle_info({:"$exec_child", proxy, os_pid}, state)
+      when is_map_key(state.pending, proxy) do
     state = %{
       state
       | pending: Map.delete(state.pending, proxy),

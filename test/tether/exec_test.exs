@@ -406,6 +406,24 @@ defmodule Tether.ExecTest do
     :ok = :exec.kill(os_pid, 9)
   end
 
+  test "a forged child message makes nobody a proxy: kill/2 cannot reach another's process" do
+    # A Tether process that is not the exec server's.
+    {:ok, _pid, os_pid} = Tether.run(["sleep", "100"], [:monitor])
+    {:ok, _, exec_os_pid} = :exec.run(~c"sleep 100", [])
+    Kernel.send(Process.whereis(:exec), {:"$exec_child", self(), os_pid})
+
+    refute os_pid in :exec.which_children()
+    assert :exec.pid(os_pid) == :undefined
+
+    assert :exec.kill(os_pid, 9) ==
+             {:error, ~c"Cannot kill a pid not managed by this application"}
+
+    assert Tether.status(os_pid) == {:status, :running}
+    :ok = :exec.kill(exec_os_pid, 9)
+    :ok = Tether.kill(os_pid, :sigkill)
+    assert_receive {:DOWN, ^os_pid, :process, _, _}, 5000
+  end
+
   test "the caller's death stops its processes" do
     parent = self()
 
