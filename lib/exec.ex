@@ -101,18 +101,34 @@ defmodule :exec do
 
   # The server, started on first use (under Tether's supervisor) when nobody started it.
   defp server do
-    case Process.whereis(__MODULE__) do
-      nil ->
-        {:ok, _} = Application.ensure_all_started(:tether)
+    with nil <- Process.whereis(__MODULE__),
+         :none <- app_server() do
+      {:ok, _} = Application.ensure_all_started(:tether)
 
-        case Tether.Exec.Server.start_exec(config_options()) do
-          {:ok, pid} -> pid
-          {:error, reason} -> exit({reason, {__MODULE__, :start, []}})
-        end
-
-      pid ->
-        pid
+      case Tether.Exec.Server.start_exec(config_options()) do
+        {:ok, pid} -> pid
+        {:error, reason} -> exit({reason, {__MODULE__, :start, []}})
+      end
+    else
+      pid when is_pid(pid) -> pid
+      :down -> exit({:noproc, {__MODULE__, :server, []}})
     end
+  end
+
+  # While the `erlexec` application runs, its supervisor owns the server: between the server's
+  # death and its restart, a server started here would make that restart fail (already
+  # started), and the application stop. Its supervisor is asked instead, which answers once
+  # it has restarted the server; while it cannot, the call finds no process, as erlexec's.
+  defp app_server do
+    with sup when is_pid(sup) <- Process.whereis(:exec_app),
+         [{:exec, pid, _, _}] <- Supervisor.which_children(sup) do
+      if is_pid(pid), do: pid, else: :down
+    else
+      _ -> :none
+    end
+  catch
+    # The application is stopping: the server is started here.
+    :exit, _ -> :none
   end
 
   defp config_options do

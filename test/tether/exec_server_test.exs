@@ -108,6 +108,35 @@ defmodule Tether.ExecServerTest do
   end
 
   describe "the erlexec application" do
+    test "a run while its supervisor restarts the exec server does not start a rival" do
+      {:ok, _} = Application.ensure_all_started(:erlexec)
+      sup = Process.whereis(:exec_app)
+      server = Process.whereis(:exec)
+      # The supervisor sees the server's death only once resumed: meanwhile no exec runs.
+      :erlang.suspend_process(sup)
+      ref = Process.monitor(server)
+      Process.exit(server, :kill)
+      assert_receive {:DOWN, ^ref, :process, ^server, :killed}
+      parent = self()
+      spawn(fn -> Kernel.send(parent, {:ran, :exec.run(~c"true", [:sync])}) end)
+
+      # The run asks the supervisor (its call queued behind the server's EXIT), or, as it once
+      # did, starts its own server.
+      wait_until(fn ->
+        Process.info(sup, :message_queue_len) >= {:message_queue_len, 2} or
+          Process.whereis(:exec) != nil
+      end)
+
+      :erlang.resume_process(sup)
+
+      # It waited for the supervisor (erlexec's call would find no server), and the server
+      # that runs is the application's: its restart did not fail on a rival.
+      assert_receive {:ran, {:ok, []}}, 10_000
+      restarted = Process.whereis(:exec)
+      assert [{:exec, ^restarted, :worker, _}] = Supervisor.which_children(:exec_app)
+      assert :erlexec in Enum.map(Application.started_applications(), &elem(&1, 0))
+    end
+
     test "Application.ensure_all_started(:erlexec) starts the exec server under it" do
       assert {:ok, started} = Application.ensure_all_started(:erlexec)
       assert :erlexec in started
