@@ -119,6 +119,8 @@ defmodule :exec do
   # it has restarted the server; while it cannot, the call finds no process, as erlexec's.
   defp app_server do
     with sup when is_pid(sup) <- Process.whereis(:exec_app),
+         # Tether.Exec.App's supervisor, not another process of that name, which might not answer.
+         {:ok, :erlexec} <- :application.get_application(sup),
          [{:exec, pid, _, _}] <- Supervisor.which_children(sup) do
       if is_pid(pid), do: pid, else: :down
     else

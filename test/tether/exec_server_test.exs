@@ -137,6 +137,13 @@ defmodule Tether.ExecServerTest do
       assert :erlexec in Enum.map(Application.started_applications(), &elem(&1, 0))
     end
 
+    test "another process registered as exec_app is not asked for the server" do
+      impostor = spawn_link(fn -> receive do: (:never -> :ok) end)
+      Process.register(impostor, :exec_app)
+      assert :exec.run(~c"true", [:sync]) == {:ok, []}
+      Process.unregister(:exec_app)
+    end
+
     test "Application.ensure_all_started(:erlexec) starts the exec server under it" do
       assert {:ok, started} = Application.ensure_all_started(:erlexec)
       assert :erlexec in started
