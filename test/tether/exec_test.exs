@@ -300,6 +300,14 @@ defmodule Tether.ExecTest do
                {:error, {:invalid_pty_value, [vintr: false, tty_op_ispeed: -1, invalid: 1]}}
     end
 
+    test "{winsz, {0, N}} is taken, as erlexec takes it: the terminal keeps its size" do
+      assert {:ok, [stdout: [size]]} =
+               :exec.run(~c"stty size", [:pty, {:winsz, {0, 0}}, :stdout, :sync])
+
+      assert size =~ ~r/^\d+ \d+\r?\n$/
+      assert {:ok, _} = :exec.run(~c"true", [:pty, {:winsz, {0, 40}}, :sync])
+    end
+
     test "winsz/3 on a pty process" do
       {:ok, _pid, os_pid} =
         :exec.run(~c"read x; stty size", [:pty, :stdin, :stdout, :monitor, {:winsz, {20, 70}}])

@@ -150,9 +150,13 @@ defmodule Tether.Exec.Options do
 
   defp option({:winsz, {rows, cols}} = option, _caller, flags)
        when is_integer(rows) and rows >= 0 and is_integer(cols) and cols >= 0 do
-    if rows in 1..65_535 and cols in 1..65_535,
-      do: {:tether, {:winsz, {rows, cols}}, flags},
-      else: invalid(option)
+    cond do
+      rows in 1..65_535 and cols in 1..65_535 -> {:tether, {:winsz, {rows, cols}}, flags}
+      # erlexec takes a 0 (its port program's ioctl result is not checked): the terminal keeps
+      # its size.
+      rows == 0 or cols == 0 -> {:flags, flags}
+      true -> invalid(option)
+    end
   end
 
   defp option({:pty, modes}, _caller, flags) when is_list(modes) do
