@@ -87,9 +87,63 @@ defmodule Tether.ExecServerTest do
       assert :exec.which_children() == [os_pid]
       :ok = :exec.kill(os_pid, 9)
     end
+
+    test "ospid/1 of a proxy while the server is killed during the call: no exit for the caller" do
+      {:ok, server} = :exec.start()
+      {:ok, proxy, os_pid} = :exec.run(~c"sleep 100", [:monitor])
+      # The server holds the question unanswered until it is killed.
+      :erlang.suspend_process(server)
+      parent = self()
+      {asker, ref} = spawn_monitor(fn -> Kernel.send(parent, {:answer, :exec.ospid(proxy)}) end)
+      wait_until(fn -> Process.info(server, :message_queue_len) == {:message_queue_len, 1} end)
+      Process.exit(server, :kill)
+
+      # erlexec's ospid/1 asks the pid itself: the proxy answers, or is gone with the server.
+      assert_receive {:answer, answer}, 10_000
+      assert answer in [os_pid, {:error, :no_process}]
+      assert_receive {:DOWN, ^ref, :process, ^asker, :normal}
+      assert_receive {:DOWN, ^os_pid, :process, ^proxy, :port_closed}, 5000
+      assert wait_gone([os_pid]) == []
+    end
   end
 
   describe "the erlexec application" do
+    test "a run while its supervisor restarts the exec server does not start a rival" do
+      {:ok, _} = Application.ensure_all_started(:erlexec)
+      sup = Process.whereis(:exec_app)
+      server = Process.whereis(:exec)
+      # The supervisor sees the server's death only once resumed: meanwhile no exec runs.
+      :erlang.suspend_process(sup)
+      ref = Process.monitor(server)
+      Process.exit(server, :kill)
+      assert_receive {:DOWN, ^ref, :process, ^server, :killed}
+      parent = self()
+      spawn(fn -> Kernel.send(parent, {:ran, :exec.run(~c"true", [:sync])}) end)
+
+      # The run asks the supervisor (its call queued behind the server's EXIT), or, as it once
+      # did, starts its own server.
+      wait_until(fn ->
+        Process.info(sup, :message_queue_len) >= {:message_queue_len, 2} or
+          Process.whereis(:exec) != nil
+      end)
+
+      :erlang.resume_process(sup)
+
+      # It waited for the supervisor (erlexec's call would find no server), and the server
+      # that runs is the application's: its restart did not fail on a rival.
+      assert_receive {:ran, {:ok, []}}, 10_000
+      restarted = Process.whereis(:exec)
+      assert [{:exec, ^restarted, :worker, _}] = Supervisor.which_children(:exec_app)
+      assert :erlexec in Enum.map(Application.started_applications(), &elem(&1, 0))
+    end
+
+    test "another process registered as exec_app is not asked for the server" do
+      impostor = spawn_link(fn -> receive do: (:never -> :ok) end)
+      Process.register(impostor, :exec_app)
+      assert :exec.run(~c"true", [:sync]) == {:ok, []}
+      Process.unregister(:exec_app)
+    end
+
     test "Application.ensure_all_started(:erlexec) starts the exec server under it" do
       assert {:ok, started} = Application.ensure_all_started(:erlexec)
       assert :erlexec in started
@@ -126,6 +180,12 @@ defmodule Tether.ExecServerTest do
 
       assert :exec.start([{:capabilities, [:no_such_cap]}]) ==
                {:error, {:invalid_option, {:capabilities, [:no_such_cap]}}}
+
+      # An improper list is an error, not a crash of the caller.
+      users = [~c"nobody" | :x]
+
+      assert :exec.start([:root, {:user, ~c"nobody"}, {:limit_users, users}]) ==
+               {:error, {:invalid_option, {:limit_users, users}}}
 
       assert Process.whereis(:exec) == nil
     end

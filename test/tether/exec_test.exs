@@ -171,6 +171,15 @@ defmodule Tether.ExecTest do
       assert_receive {:DOWN, ^i2, :process, ^p2, {:exit_status, 15}}, 5000
     end
 
+    test "kill/2 takes erlexec's names of the real-time signals (signal_to_int/1's table)" do
+      for {name, number} <- [sigrtmin: 34, sigrtmax: 64] do
+        {:ok, pid, os_pid} = :exec.run(~c"exec sleep 100", [:monitor])
+        assert :exec.kill(os_pid, name) == :ok
+        assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, ^number}}, 5000
+        assert :exec.signal_to_int(name) == number
+      end
+    end
+
     test "setpgid/2 exists and answers as the kernel does for a running child" do
       {:ok, _pid, os_pid} = :exec.run(~c"sleep 100", [])
       assert :exec.setpgid(os_pid, os_pid) == {:error, :eacces}
@@ -225,6 +234,10 @@ defmodule Tether.ExecTest do
 
       assert :exec.run(~c"true", [{:env, [~c"A=1", 5]}]) == {:error, {:invalid_env_value, [5]}}
       assert {:error, "Invalid stdout option " <> _} = :exec.run(~c"true", [{:stdout, {:x}}])
+
+      # An improper list of file options is an error, not a crash of the caller.
+      assert {:error, "Invalid stdout option: " <> _} =
+               :exec.run(~c"true", [{:stdout, "/dev/null", [:append | :x]}])
 
       assert :exec.run(~c"true", [{:user, ~c"nobody"}]) ==
                {:error, ~c"User nobody is not allowed to run commands!"}
@@ -285,6 +298,14 @@ defmodule Tether.ExecTest do
                {:pty, [echo: true, vintr: false, tty_op_ispeed: -1, invalid: 1]}
              ]) ==
                {:error, {:invalid_pty_value, [vintr: false, tty_op_ispeed: -1, invalid: 1]}}
+    end
+
+    test "{winsz, {0, N}} is taken, as erlexec takes it: the terminal keeps its size" do
+      assert {:ok, [stdout: [size]]} =
+               :exec.run(~c"stty size", [:pty, {:winsz, {0, 0}}, :stdout, :sync])
+
+      assert size =~ ~r/^\d+ \d+\r?\n$/
+      assert {:ok, _} = :exec.run(~c"true", [:pty, {:winsz, {0, 40}}, :sync])
     end
 
     test "winsz/3 on a pty process" do
@@ -391,6 +412,24 @@ defmodule Tether.ExecTest do
 
     assert :exec.ospid(other) == {:error, :testing}
     :ok = :exec.kill(os_pid, 9)
+  end
+
+  test "a forged child message makes nobody a proxy: kill/2 cannot reach another's process" do
+    # A Tether process that is not the exec server's.
+    {:ok, _pid, os_pid} = Tether.run(["sleep", "100"], [:monitor])
+    {:ok, _, exec_os_pid} = :exec.run(~c"sleep 100", [])
+    Kernel.send(Process.whereis(:exec), {:"$exec_child", self(), os_pid})
+
+    refute os_pid in :exec.which_children()
+    assert :exec.pid(os_pid) == :undefined
+
+    assert :exec.kill(os_pid, 9) ==
+             {:error, ~c"Cannot kill a pid not managed by this application"}
+
+    assert Tether.status(os_pid) == {:status, :running}
+    :ok = :exec.kill(exec_os_pid, 9)
+    :ok = Tether.kill(os_pid, :sigkill)
+    assert_receive {:DOWN, ^os_pid, :process, _, _}, 5000
   end
 
   test "the caller's death stops its processes" do

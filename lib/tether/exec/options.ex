@@ -150,9 +150,13 @@ defmodule Tether.Exec.Options do
 
   defp option({:winsz, {rows, cols}} = option, _caller, flags)
        when is_integer(rows) and rows >= 0 and is_integer(cols) and cols >= 0 do
-    if rows in 1..65_535 and cols in 1..65_535,
-      do: {:tether, {:winsz, {rows, cols}}, flags},
-      else: invalid(option)
+    cond do
+      rows in 1..65_535 and cols in 1..65_535 -> {:tether, {:winsz, {rows, cols}}, flags}
+      # erlexec takes a 0 (its port program's ioctl result is not checked): the terminal keeps
+      # its size.
+      rows == 0 or cols == 0 -> {:flags, flags}
+      true -> invalid(option)
+    end
   end
 
   defp option({:pty, modes}, _caller, flags) when is_list(modes) do
@@ -260,14 +264,18 @@ defmodule Tether.Exec.Options do
   end
 
   defp file_options(stream, options) do
+    if proper_list?(options),
+      do: file_option_entries(stream, options),
+      else: {:error, "Invalid #{stream} option: #{inspect_erl(options)}"}
+  end
+
+  defp file_option_entries(stream, options) do
     case Enum.find(
            options,
            &(not match?(:append, &1) and not match?({:mode, m} when is_integer(m), &1))
          ) do
       nil ->
-        if proper_list?(options),
-          do: :ok,
-          else: {:error, "Invalid #{stream} option: #{inspect_erl(options)}"}
+        :ok
 
       bad ->
         {:error, "Invalid #{stream} option: #{inspect_erl(bad)}"}
@@ -463,7 +471,7 @@ defmodule Tether.Exec.Options do
   end
 
   defp start_option({:limit_users, users}, acc) when is_list(users) do
-    names = Enum.map(users, &string/1)
+    names = if proper_list?(users), do: Enum.map(users, &string/1), else: [:error]
 
     if :error in names,
       do: :error,
