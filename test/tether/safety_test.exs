@@ -190,6 +190,41 @@ defmodule Tether.SafetyTest do
     end
   end
 
+  describe "a FIFO as a stdio path" do
+    # The child opens its files between clone and execve, while the thread that cloned it
+    # (the reactor's, or the spawner's that the reactor waits on) is suspended: an open that
+    # waits for the FIFO's other end held every spawn, output and exit of the VM.
+    setup do
+      fifo = Path.join(System.tmp_dir!(), "tether-fifo-#{System.unique_integer([:positive])}")
+      {_, 0} = System.cmd("mkfifo", [fifo])
+
+      on_exit(fn ->
+        # Should an open still wait, give it its other end so that the VM goes on.
+        for mode <- [[:read, :write]], do: File.open(fifo, mode)
+        File.rm(fifo)
+      end)
+
+      %{fifo: fifo}
+    end
+
+    defp within(fun) do
+      task = Task.async(fun)
+      Task.yield(task, 10_000) || Task.shutdown(task) || :hung
+    end
+
+    test "as output with no reader: {:error, :enxio}, at once", %{fifo: fifo} do
+      assert {:ok, {:error, :enxio}} = within(fn -> Tether.run(["echo", "hi"], stdout: fifo) end)
+    end
+
+    test "as stdin with no writer: the program reads end of file", %{fifo: fifo} do
+      assert {:ok, {"", "", :normal}} =
+               within(fn ->
+                 {:ok, _, os_pid} = Tether.run(["cat"], [:stdout, :monitor, stdin: fifo])
+                 collect(os_pid)
+               end)
+    end
+  end
+
   test "an output file's {:mode, m} with setuid, setgid or sticky bits is refused" do
     path = Path.join(System.tmp_dir!(), "tether-mode-#{System.unique_integer([:positive])}")
     before = Tether.which_processes()
