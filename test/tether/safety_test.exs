@@ -143,6 +143,65 @@ defmodule Tether.SafetyTest do
   end
 
   describe "{:group, pgid}" do
+    # Needs root (ns_last_pid, to hand the emptied group's number to a stranger at once) and a
+    # cgroup per child (the leader's leftover is a setsid daemon, nobody's group member).
+    @tag skip:
+           (not (File.read!("/proc/self/status") =~ ~r/^Uid:\s+0\s/m) && "needs root") ||
+             (not match?({:on, _}, Tether.info().cgroups) && "needs cgroups")
+    test "a leader's drain never signals a stranger's group that reuses its emptied number" do
+      # The leader leaves a SIGTERM-proof daemon in its cgroup: its drain runs the stop
+      # sequence, SIGKILL after kill_timeout. The joiner, spared by that drain, leaves the group
+      # (setsid): the group is then empty and its number free.
+      marker = "daemon.#{System.unique_integer([:positive])}"
+
+      daemon =
+        "setsid sh -c 'trap \"\" TERM; while :; do sleep 1; done; : #{marker}' " <>
+          "</dev/null >/dev/null 2>&1"
+
+      {:ok, _, leader} =
+        Tether.run(["sh", "-c", "#{daemon} & read x"], [
+          :stdin,
+          :monitor,
+          group: 0,
+          kill_timeout: 1
+        ])
+
+      {:ok, _, joiner} =
+        Tether.run(["sh", "-c", "read x; exec setsid sleep 100"], [:stdin, group: leader])
+
+      :ok = Tether.send(joiner, "go\n")
+      assert wait_until(fn -> stat!(joiner).pgrp == joiner end)
+      assert wait_until(fn -> cmdline_running?(marker) end)
+      :ok = Tether.send(leader, "go\n")
+      assert_receive {:DOWN, ^leader, _, _, :normal}, 5000
+
+      # A process Tether did not start gets the leader's number, and so (erts makes a port's
+      # program a session leader) leads a group of that number.
+      stranger =
+        Enum.find_value(1..200, fn _ ->
+          File.write!("/proc/sys/kernel/ns_last_pid", "#{leader - 1}")
+          port = Port.open({:spawn_executable, "/bin/sleep"}, [:exit_status, args: ["30"]])
+
+          case Port.info(port, :os_pid) do
+            {:os_pid, ^leader} ->
+              port
+
+            _ ->
+              Port.close(port)
+              nil
+          end
+        end) || flunk("could not reuse the number #{leader}")
+
+      assert stat!(leader).pgrp == leader
+      # The drain's SIGKILL step (after kill_timeout, 1 s) kills the daemon; in the same step,
+      # before the fix, the members of "the group" by number: the stranger.
+      assert wait_until(fn -> not cmdline_running?(marker) end, 10_000)
+      # A SIGKILL sent is not yet a death: give a wrong one time to land.
+      refute_receive {^stranger, {:exit_status, _}}, 1000
+      Port.close(stranger)
+      Tether.kill(joiner, :sigkill)
+    end
+
     test "joins a group that a live child of Tether leads: stop reaches both" do
       {:ok, _, leader} = Tether.run(["sleep", "100"], [:monitor])
       {:ok, _, member} = Tether.run(["sleep", "100"], [:monitor, group: leader])
