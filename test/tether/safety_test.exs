@@ -192,7 +192,8 @@ defmodule Tether.SafetyTest do
           end
         end) || flunk("could not reuse the number #{leader}")
 
-      assert stat!(leader).pgrp == leader
+      # (The port's program makes itself a session leader just after the fork.)
+      assert wait_until(fn -> stat!(leader).pgrp == leader end)
       # The drain's SIGKILL step (after kill_timeout, 1 s) kills the daemon; in the same step,
       # before the fix, the members of "the group" by number: the stranger.
       assert wait_until(fn -> not cmdline_running?(marker) end, 10_000)
