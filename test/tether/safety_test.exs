@@ -143,6 +143,66 @@ defmodule Tether.SafetyTest do
   end
 
   describe "{:group, pgid}" do
+    # Needs root (ns_last_pid, to hand the emptied group's number to a stranger at once) and a
+    # cgroup per child (the leader's leftover is a setsid daemon, nobody's group member).
+    @tag skip:
+           (not (File.read!("/proc/self/status") =~ ~r/^Uid:\s+0\s/m) && "needs root") ||
+             (not match?({:on, _}, Tether.info().cgroups) && "needs cgroups")
+    test "a leader's drain never signals a stranger's group that reuses its emptied number" do
+      # The leader leaves a SIGTERM-proof daemon in its cgroup: its drain runs the stop
+      # sequence, SIGKILL after kill_timeout. The joiner, spared by that drain, leaves the group
+      # (setsid): the group is then empty and its number free.
+      marker = "daemon.#{System.unique_integer([:positive])}"
+
+      daemon =
+        "setsid sh -c 'trap \"\" TERM; while :; do sleep 1; done; : #{marker}' " <>
+          "</dev/null >/dev/null 2>&1"
+
+      {:ok, _, leader} =
+        Tether.run(["sh", "-c", "#{daemon} & read x"], [
+          :stdin,
+          :monitor,
+          group: 0,
+          kill_timeout: 1
+        ])
+
+      {:ok, _, joiner} =
+        Tether.run(["sh", "-c", "read x; exec setsid sleep 100"], [:stdin, group: leader])
+
+      :ok = Tether.send(joiner, "go\n")
+      assert wait_until(fn -> stat!(joiner).pgrp == joiner end)
+      assert wait_until(fn -> cmdline_running?(marker) end)
+      :ok = Tether.send(leader, "go\n")
+      assert_receive {:DOWN, ^leader, _, _, :normal}, 5000
+
+      # A process Tether did not start gets the leader's number, and so (erts makes a port's
+      # program a session leader) leads a group of that number.
+      stranger =
+        Enum.find_value(1..200, fn _ ->
+          File.write!("/proc/sys/kernel/ns_last_pid", "#{leader - 1}")
+          port = Port.open({:spawn_executable, "/bin/sleep"}, [:exit_status, args: ["30"]])
+
+          case Port.info(port, :os_pid) do
+            {:os_pid, ^leader} ->
+              port
+
+            _ ->
+              Port.close(port)
+              nil
+          end
+        end) || flunk("could not reuse the number #{leader}")
+
+      # (The port's program makes itself a session leader just after the fork.)
+      assert wait_until(fn -> stat!(leader).pgrp == leader end)
+      # The drain's SIGKILL step (after kill_timeout, 1 s) kills the daemon; in the same step,
+      # before the fix, the members of "the group" by number: the stranger.
+      assert wait_until(fn -> not cmdline_running?(marker) end, 10_000)
+      # A SIGKILL sent is not yet a death: give a wrong one time to land.
+      refute_receive {^stranger, {:exit_status, _}}, 1000
+      Port.close(stranger)
+      Tether.kill(joiner, :sigkill)
+    end
+
     test "joins a group that a live child of Tether leads: stop reaches both" do
       {:ok, _, leader} = Tether.run(["sleep", "100"], [:monitor])
       {:ok, _, member} = Tether.run(["sleep", "100"], [:monitor, group: leader])
@@ -187,6 +247,41 @@ defmodule Tether.SafetyTest do
       for pgid <- [1, -5, "12", 1.5, 2 ** 31, nil] do
         assert_raise ArgumentError, ~r/:group option/, fn -> Tether.run(["true"], group: pgid) end
       end
+    end
+  end
+
+  describe "a FIFO as a stdio path" do
+    # The child opens its files between clone and execve, while the thread that cloned it
+    # (the reactor's, or the spawner's that the reactor waits on) is suspended: an open that
+    # waits for the FIFO's other end held every spawn, output and exit of the VM.
+    setup do
+      fifo = Path.join(System.tmp_dir!(), "tether-fifo-#{System.unique_integer([:positive])}")
+      {_, 0} = System.cmd("mkfifo", [fifo])
+
+      on_exit(fn ->
+        # Should an open still wait, give it its other end so that the VM goes on.
+        for mode <- [[:read, :write]], do: File.open(fifo, mode)
+        File.rm(fifo)
+      end)
+
+      %{fifo: fifo}
+    end
+
+    defp within(fun) do
+      task = Task.async(fun)
+      Task.yield(task, 10_000) || Task.shutdown(task) || :hung
+    end
+
+    test "as output with no reader: {:error, :enxio}, at once", %{fifo: fifo} do
+      assert {:ok, {:error, :enxio}} = within(fn -> Tether.run(["echo", "hi"], stdout: fifo) end)
+    end
+
+    test "as stdin with no writer: the program reads end of file", %{fifo: fifo} do
+      assert {:ok, {"", "", :normal}} =
+               within(fn ->
+                 {:ok, _, os_pid} = Tether.run(["cat"], [:stdout, :monitor, stdin: fifo])
+                 collect(os_pid)
+               end)
     end
   end
 

@@ -151,6 +151,25 @@ defmodule Tether.SpawnerTest do
     assert_receive {:DOWN, ^live, _, _, {:signal, :sigterm, false}}, 5000
   end
 
+  test "a stopped spawner (SIGSTOP) is replaced: spawns and other children's events go on" do
+    old = spawner()
+    {:ok, _, live} = Tether.run(["sh", "-c", "read x; echo got $x"], [:stdin, :stdout, :monitor])
+    System.cmd("kill", ["-STOP", "#{old}"])
+    # Before the fix the reactor waited on the stopped spawner forever: this run never
+    # returned, and nothing else (output, exits) was delivered either.
+    task =
+      Task.async(fn ->
+        {:ok, _, os_pid} = Tether.run(["echo", "hi"], [:stdout, :monitor])
+        collect(os_pid)
+      end)
+
+    assert {:ok, {"hi\n", "", :normal}} = Task.yield(task, 10_000) || Task.shutdown(task)
+    assert wait_gone([old]) == []
+    :ok = Tether.send(live, "x\n")
+    assert {"got x\n", "", :normal} = collect(live)
+    assert spawner() != old
+  end
+
   test "spawns racing spawner deaths all start exactly once" do
     spawner()
     parent = self()

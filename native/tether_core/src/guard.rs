@@ -187,8 +187,13 @@ impl Targets {
         let group = match reach {
             // Siblings that joined the group are children of ours, not leftovers.
             Reach::Drain if !spare.is_empty() => {
-                if let Some(Target::Group { pgid, .. }) = self.led_group() {
-                    signal_members(pgid, signal, spare);
+                // Members are found by group number in /proc. Once the group is empty (the
+                // leader reaped, its joiners gone or moved out) that number is free, and may be
+                // a stranger's group by now: the exact check through the leader's pidfd first.
+                if let Some(group @ Target::Group { pgid, .. }) = self.led_group() {
+                    if send(group, 0).is_ok() {
+                        signal_members(pgid, signal, spare);
+                    }
                 }
                 None
             }

@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 /// After a failed start, the spawner is not tried again for this long (direct spawns meanwhile).
 const START_BACKOFF: Duration = Duration::from_secs(1);
 
+/// While a request is pending, whether the spawner was stopped is checked this often (ms).
+const STOPPED_CHECK_MS: libc::c_int = 200;
+
 struct Running {
     pid: libc::pid_t,
     pidfd: OwnedFd,
@@ -115,9 +118,49 @@ impl Client {
     fn lost(&mut self) {
         if let Some(running) = self.running.take() {
             drop(running.socket);
+            // A stopped spawner never reads the end of file: it would stay, stopped, until the
+            // VM exits. It is ours and has nothing left to do (a child it was cloning holds the
+            // memory it shares), so it is killed; the report pipe tells what became of a child.
+            let _ = crate::guard::send(
+                crate::guard::Target::Process {
+                    pid: running.pid,
+                    pidfd: running.pidfd.as_raw_fd(),
+                },
+                libc::SIGKILL,
+            );
             self.retired.push((running.pid, running.pidfd));
         }
         self.reap_retired();
+    }
+
+    /// The spawner's answer to the request just sent. A spawner that is stopped (SIGSTOP, a
+    /// debugger) would hold the reactor thread, and with it every child's output and exit:
+    /// the wait is cut into slices, and after each one a stopped spawner counts as lost. A
+    /// running one is waited for (a child being cloned may take its time before `execve`, as
+    /// it would in a direct spawn).
+    #[allow(clippy::type_complexity)]
+    fn await_response(
+        &self,
+        socket: RawFd,
+    ) -> Result<Result<(Response, Option<OwnedFd>), ()>, Errno> {
+        let pid = self.running.as_ref().map_or(0, |r| r.pid);
+        loop {
+            let mut poll = libc::pollfd {
+                fd: socket,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut poll, 1, STOPPED_CHECK_MS) };
+            if ready != 0 {
+                // Readable, closed, or a poll error: the receive tells which.
+                return receive_response(socket);
+            }
+            // Our unreaped child: its pid cannot have been reused.
+            if matches!(sys::proc_state(pid), Some(b'T' | b't')) {
+                return Ok(Err(()));
+            }
+        }
     }
 
     fn reap_retired(&mut self) {
@@ -202,7 +245,7 @@ impl spawn::Delegate for Client {
             let sent = send_with_fds(socket, &bytes, &all);
             drop(report_write);
             let answer = match sent {
-                Ok(()) => receive_response(socket),
+                Ok(()) => self.await_response(socket),
                 // A descriptor of ours is bad (a standard fd the VM closed) or the request is
                 // too big: nothing was sent, and the spawner is fine. Spawn directly.
                 Err(Errno::EBADF | Errno::EMSGSIZE | Errno::ENOBUFS) => return Ok(None),

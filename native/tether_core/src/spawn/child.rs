@@ -172,10 +172,22 @@ pub(super) extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if file.path.is_null() {
                 continue;
             }
-            let fd = libc::open(file.path, file.flags | libc::O_CLOEXEC, file.mode);
+            // O_NONBLOCK: the thread that cloned us is suspended until we exec, so an open
+            // that waits (a FIFO's other end, a modem's carrier) would hold it, and with it
+            // every spawn and event of the VM. A FIFO with no reader fails with ENXIO; one
+            // with no writer opens, and reads end of file. The flag is cleared at once: the
+            // program gets an ordinary blocking descriptor.
+            let fd = libc::open(
+                file.path,
+                file.flags | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                file.mode,
+            );
             if fd < 0 {
                 fail(errno());
             }
+            let status = libc::fcntl(fd, libc::F_GETFL);
+            check(status);
+            check(libc::fcntl(fd, libc::F_SETFL, status & !libc::O_NONBLOCK));
             if fd == to {
                 check(libc::fcntl(fd, libc::F_SETFD, 0));
             } else {
