@@ -489,8 +489,8 @@ mem_once = Bench.slow_consumer(:once, memory_ms)
 
 IO.puts("· spawn latency with 0, 5,000 and 10,000 live children")
 # Room for 10,000 sleepers and the spawns measured beside them.
-# These rows measure the spawner (off by default: `config :tether, spawner: true`) against
-# the VM's own clone; the rows above use the default.
+# These rows measure the spawner (the default; `config :tether, spawner: false` turns it off)
+# against the VM's own clone; the rows above use the default.
 spawner_path = Path.join(Tether.Native.native_dir(), "tether_spawner")
 
 configure = fn spawner ->

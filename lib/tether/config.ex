@@ -14,8 +14,8 @@ defmodule Tether.Config do
                                   # sleeps (0..10_000; 0: never): CPU for lower latency
         cgroups: :auto,           # a cgroup v2 per child: :auto (where the hierarchy is
                                   # writable), true (or the application fails to start), false
-        spawner: false,           # true: clone children from a small spawner process (flat
-                                  # cost with thousands live, exact max_rss; slower with few)
+        spawner: true,            # clone children from a small spawner process (flat cost
+                                  # with thousands live, exact max_rss); false: from the VM
         cgroup_root: nil          # the cgroup2 directory to make them in (default: the VM's own
                                   # cgroup); each VM uses <root>/tether-<os_pid>
 
@@ -38,7 +38,7 @@ defmodule Tether.Config do
     read_chunk: 1_048_576,
     busy_poll_us: 50,
     cgroups: :auto,
-    spawner: false,
+    spawner: true,
     cgroup_root: nil
   ]
 
@@ -88,13 +88,13 @@ defmodule Tether.Config do
   end
 
   @doc """
-  The spawner program to clone children from: `native_dir/tether_spawner` when `spawner: true`
-  is configured and the program exists; else `nil` (children are cloned from the VM).
+  The spawner program to clone children from: `native_dir/tether_spawner` unless `spawner:
+  false` is configured or the program is missing; else `nil` (children are cloned from the VM).
   """
   @spec spawner_path(Path.t()) :: Path.t() | nil
   def spawner_path(native_dir) do
     path = Path.join(native_dir, "tether_spawner")
-    if Application.get_env(:tether, :spawner, false) == true and File.regular?(path), do: path
+    if Application.get_env(:tether, :spawner, true) == true and File.regular?(path), do: path
   end
 
   defp erlexec_port_path do

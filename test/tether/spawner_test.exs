@@ -3,7 +3,8 @@ defmodule Tether.SpawnerTest do
   use ExUnit.Case, async: false
   import Tether.OsHelpers
 
-  # The spawner is off by default (config :tether, spawner: true turns it on): on for these.
+  # The spawner is on by default (config :tether, spawner: false turns it off); configured
+  # explicitly here, whatever the configuration.
   setup_all do
     configure(Path.join(Tether.Native.native_dir(), "tether_spawner"))
     on_exit(fn -> configure(Tether.Config.spawner_path(Tether.Native.native_dir())) end)
