@@ -107,12 +107,14 @@ defmodule Tether do
       (`{:signal, :sigkill, false}` for a process that ignores SIGTERM for `:kill_timeout`),
       or the process's own if it had already exited. `info/1` shows `output_capped: true`
       after the exit. A process that writes exactly `bytes` is not stopped.
-    * `{:background_jobs, :stop | :keep}` - what happens to what the process started (its
-      group's other members, everything in its cgroup) when it exits on its own. `:stop` (the
-      default): it is stopped with the process's own stop sequence (SIGTERM, `:kill_timeout`,
-      SIGKILL) right after the `:DOWN`. `:keep`: it runs on while the owner lives, and is
-      stopped when the owner dies, the application stops or `stop/1` is called with the
-      process's os_pid (and killed with the VM). `info/1` shows `background_jobs: :running`
+    * `{:background_jobs, :stop | :keep | {:keep, pid}}` - what happens to what the process
+      started (its group's other members, everything in its cgroup) when it exits on its own.
+      `:stop` (the default): it is stopped with the process's own stop sequence (SIGTERM,
+      `:kill_timeout`, SIGKILL) right after the `:DOWN`. `:keep`: it runs on while the owner
+      lives, and is stopped when the owner dies, the application stops or `stop/1` is called
+      with the process's os_pid (and killed with the VM). `{:keep, pid}`: the same, with the
+      local process `pid` in the owner's place for this (the `:exec` layer keeps what its
+      children leave behind while its server runs, as erlexec does). `info/1` shows `background_jobs: :running`
       until it is gone. Children of Tether that joined the group (`{:group, pgid}`) are not
       leftovers: they are spared, and the group's other members are signalled one by one.
     * `{:cgroup_limits, [memory_max: bytes, pids_max: n, cpu_max: {quota_us, period_us}]}` -
@@ -292,7 +294,7 @@ defmodule Tether do
           | {:group, 0 | pos_integer | :inherit}
           | {:idle_timeout, pos_integer}
           | {:max_output, pos_integer}
-          | {:background_jobs, :stop | :keep}
+          | {:background_jobs, :stop | :keep | {:keep, pid}}
           | {:cgroup_limits,
              [memory_max: pos_integer, pids_max: pos_integer, cpu_max: {pos_integer, pos_integer}]}
           | :detach

@@ -402,7 +402,14 @@ defmodule Tether.Options do
   defp option!({:detach, flag}, spec, _caller) when is_boolean(flag), do: %{spec | detach: flag}
 
   defp option!({:background_jobs, what}, spec, _caller) when what in [:stop, :keep],
-    do: %{spec | keep_background: what == :keep}
+    do: %{spec | keep_background: what == :keep, background_owner: nil}
+
+  defp option!({:background_jobs, {:keep, pid}} = option, spec, _caller) when is_pid(pid) do
+    node(pid) == node() or
+      bad!(:background_jobs, elem(option, 1), "{:keep, pid} with a pid of this node")
+
+    %{spec | keep_background: true, background_owner: pid}
+  end
 
   defp option!({:cgroup_limits, limits}, spec, _caller) when is_list(limits) do
     proper_list?(limits) or bad!(:cgroup_limits, limits, "a keyword list")

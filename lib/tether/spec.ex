@@ -47,6 +47,7 @@ defmodule Tether.Spec do
           stdout_credit: non_neg_integer | nil,
           stderr_credit: non_neg_integer | nil,
           keep_background: boolean,
+          background_owner: pid | nil,
           cgroup_limits: [{binary, binary}],
           # The BEAM side's.
           handlers: %{optional(:stdout | :stderr) => (atom, pos_integer, binary -> any)},
@@ -83,6 +84,7 @@ defmodule Tether.Spec do
     stdout_credit: nil,
     stderr_credit: nil,
     keep_background: false,
+    background_owner: nil,
     cgroup_limits: [],
     handlers: %{},
     down_to: nil,

@@ -127,6 +127,20 @@ defmodule Tether.ContainmentTest do
     assert wait_until(fn -> Tether.info(os_pid).background_jobs == :none end)
   end
 
+  test "{:background_jobs, {:keep, pid}} keeps them while that process lives, not the owner" do
+    keeper = spawn(fn -> receive do: (:exit -> :ok) end)
+    {os_pid, escapee} = start_escape(@escapes[:setsid], false, background_jobs: {:keep, keeper})
+    assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000
+    assert Tether.info(os_pid).background_jobs == :running
+    send(keeper, :exit)
+    assert wait_gone(escapee) == []
+    assert wait_until(fn -> Tether.info(os_pid).background_jobs == :none end)
+
+    assert_raise ArgumentError, ~r/background_jobs/, fn ->
+      Tether.run(["true"], background_jobs: {:keep, :not_a_pid})
+    end
+  end
+
   test "stop/1 of an exited child stops the background jobs it keeps" do
     {os_pid, escapee} = start_escape(@escapes[:setsid], false, background_jobs: :keep)
     assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000

@@ -72,6 +72,19 @@ defmodule Tether.ExecServerTest do
       refute alive?(sleep)
     end
 
+    test "what a child leaves behind runs on while the server does, as in erlexec, and goes with it" do
+      {:ok, pid} = :exec.start()
+      {:ok, _, shell} = :exec.run(~c"sleep 100 >/dev/null 2>&1 & echo $!", [:stdout, :monitor])
+      sleep = shell |> first_line() |> String.to_integer()
+      assert_receive {:DOWN, ^shell, :process, _, :normal}, 5000
+      # A stopped leftover is gone ~10 ms after the DOWN; this one still runs 300 ms later.
+      refute wait_gone([sleep], 300) == []
+      # exexec's manage test: the job is there to be managed.
+      assert {:ok, _, ^sleep} = :exec.manage(sleep, [])
+      assert :gen_server.stop(pid) == :ok
+      assert wait_gone([sleep]) == []
+    end
+
     test "a killed server takes its children; the next start works at once, with a new table" do
       {:ok, pid} = :exec.start()
       {:ok, proxy, os_pid} = :exec.run(~c"sleep 100", [:monitor])

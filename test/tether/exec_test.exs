@@ -113,7 +113,10 @@ defmodule Tether.ExecTest do
       assert :exec.kill(os_pid, :sigterm) == :ok
       assert_receive {:DOWN, ^os_pid, :process, ^pid, {:exit_status, 15}}, 5000
       # The kill reached the child alone (its exit status is the shell's, not a signal death);
-      # unlike erlexec, Tether then stops what the child left behind (MIGRATING.md).
+      # as in erlexec, what it left behind runs on (while the server does: MIGRATING.md), and
+      # Tether.stop/1 of the child's os_pid stops it.
+      assert alive?(grandchild)
+      assert Tether.stop(os_pid) == :ok
       assert wait_gone([grandchild]) == []
 
       {:ok, pid, os_pid} = :exec.run([script("grandchild.sh")], [:stdout, :monitor, :kill_group])

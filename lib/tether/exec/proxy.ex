@@ -10,9 +10,10 @@ defmodule Tether.Exec.Proxy do
   # gets erlexec's exit signal.
   #
   # Groups are Tether's: the child runs with Tether's `kill_group` set as erlexec's, so
-  # `:exec.stop/1` of a `kill_group` child reaches its group through Tether's signaller, and what
-  # a leader leaves in its group (or its cgroup) is stopped by Tether once the leader is gone,
-  # `kill_group` or not (Tether's containment; erlexec leaves it running without `kill_group`).
+  # `:exec.stop/1` of a `kill_group` child reaches its group through Tether's signaller. What a
+  # leader that exits on its own leaves in its group (or its cgroup) runs on while the server
+  # lives, as erlexec leaves it running, and is stopped with the server; with `kill_group` it is
+  # stopped once the leader is gone (erlexec SIGTERMs the group).
   # When the server dies, the proxy leaves; when the caller dies, it leaves too; either way
   # Tether then stops the child (the proxy owned it), and with it what it started.
   #
@@ -60,13 +61,23 @@ defmodule Tether.Exec.Proxy do
     error in ArgumentError -> {:error, {:invalid_option, Exception.message(error)}}
   end
 
-  defp spawn_child(%{kind: :run, command: command, options: options}) do
-    case Tether.run(command, [{:monitor, true} | options]) do
+  defp spawn_child(%{kind: :run, command: command, options: options} = request) do
+    case Tether.run(command, [{:monitor, true}, background_jobs(request) | options]) do
       {:ok, _pid, os_pid} -> {:ok, os_pid, false}
       {:error, errno} when is_atom(errno) -> cannot_execute(command, options, errno)
     end
   rescue
     error in ArgumentError -> {:error, {:invalid_option, Exception.message(error)}}
+  end
+
+  # What a child leaves behind when it exits on its own: erlexec leaves it running, with
+  # `kill_group` it SIGTERMs the group. Here it lives while the server does (the server owns
+  # every `:exec` process; its stop, or the VM's end, stops it), or with `kill_group` it is
+  # stopped with the child's stop sequence.
+  defp background_jobs(%{server: server, flags: flags}) do
+    if flags.kill_group,
+      do: {:background_jobs, :stop},
+      else: {:background_jobs, {:keep, server}}
   end
 
   # erlexec forks before it executes: a program that cannot be executed is a real process that

@@ -110,7 +110,8 @@ impl Reply {
 pub struct BeamListener {
     routes: Routes,
     reply: Option<Reply>,
-    /// The process that called `run/2`.
+    /// The process whose life kept background jobs last: the one that called `run/2`, or the
+    /// one `{:background_jobs, {:keep, pid}}` names.
     owner: LocalPid,
     /// While kept background jobs live on: the monitor of the owner.
     owner_watch: Option<ResourceArc<OwnerWatch>>,

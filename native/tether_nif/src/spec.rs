@@ -41,6 +41,8 @@ pub struct Spec<'a> {
     idle_timeout_ms: Option<u64>,
     max_output: Option<u64>,
     monitor: Option<LocalPid>,
+    /// Who kept background jobs live for, when not the owner (`{:background_jobs, {:keep, pid}}`).
+    background_owner: Option<LocalPid>,
     /// An exit code reported as `:normal`, besides 0.
     success_exit_code: i32,
     /// Requested pipe size (0: the kernel's default).
@@ -61,6 +63,8 @@ pub struct Routes {
     pub stderr: Option<LocalPid>,
     pub monitor: Option<LocalPid>,
     pub success_exit_code: i32,
+    /// Kept background jobs live while this process does (`None`: the owner).
+    pub background_owner: Option<LocalPid>,
 }
 
 /// The elements of a proper list, each decoded; `BadArg` for anything else (never a panic).
@@ -215,6 +219,7 @@ impl Spec<'_> {
             stderr: stderr_to,
             monitor: self.monitor,
             success_exit_code: self.success_exit_code,
+            background_owner: self.background_owner,
         };
         Ok((command, routes))
     }

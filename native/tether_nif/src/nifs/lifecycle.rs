@@ -48,7 +48,8 @@ fn start_or_adopt<'a>(
     let (command, routes) = spec.into_command(process)?;
     let detach = command.detach;
     let reply = listener::Reply::new(owner, reply_ref);
-    let listener = Box::new(BeamListener::new(routes, reply, owner));
+    let keeper = routes.background_owner.unwrap_or(owner);
+    let listener = Box::new(BeamListener::new(routes, reply, keeper));
     let id = match adopt {
         None => reactor().spawn(command, listener, Arc::new(process)),
         Some(pid) => reactor().adopt(pid, command, listener, Arc::new(process)),
