@@ -159,6 +159,9 @@ defmodule Tether.Options do
     spec.handlers == %{} or
       raise ArgumentError, "output funs and :print cannot be used with the :node option"
 
+    spec.background_owner == nil or
+      raise ArgumentError, "{:background_jobs, {:keep, pid}} cannot be used with the :node option"
+
     spec
   end
 

@@ -82,6 +82,10 @@ defmodule Tether.RemoteTest do
     assert_raise ArgumentError, ~r/funs and :print/, fn ->
       Tether.run(["true"], stdout: :print, node: :"x@127.0.0.1")
     end
+
+    assert_raise ArgumentError, ~r/background_jobs/, fn ->
+      Tether.run(["true"], background_jobs: {:keep, self()}, node: :"x@127.0.0.1")
+    end
   end
 
   defp count(os_pid, n) do
