@@ -408,10 +408,22 @@ defmodule Tether.Options do
     do: %{spec | keep_background: what == :keep, background_owner: nil}
 
   defp option!({:background_jobs, {:keep, pid}} = option, spec, _caller) when is_pid(pid) do
-    node(pid) == node() or
+    this_node?(pid) or
       bad!(:background_jobs, elem(option, 1), "{:keep, pid} with a pid of this node")
 
     %{spec | keep_background: true, background_owner: pid}
+  end
+
+  # A pid of this node's current incarnation: one of an earlier incarnation (same name, another
+  # creation, e.g. from a term stored before a restart) has `node(pid) == node()` but is not
+  # local, and the NIF could not monitor it. The creation is the external format's last 4 bytes.
+  defp this_node?(pid) do
+    node(pid) == node() and creation(pid) == creation(self())
+  end
+
+  defp creation(pid) do
+    binary = :erlang.term_to_binary(pid)
+    binary_part(binary, byte_size(binary) - 4, 4)
   end
 
   defp option!({:cgroup_limits, limits}, spec, _caller) when is_list(limits) do

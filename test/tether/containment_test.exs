@@ -141,6 +141,23 @@ defmodule Tether.ContainmentTest do
     end
   end
 
+  test "{:background_jobs, {:keep, pid}} with a pid of an earlier incarnation of this node is refused" do
+    # Same node name, another creation (a pid stored before a restart): node(pid) == node(),
+    # but it is not a local pid. It was `{:error, :badarg}` from the NIF, naming nothing.
+    binary = :erlang.term_to_binary(self())
+    size = byte_size(binary) - 4
+    <<head::binary-size(size), creation::32>> = binary
+    stale = :erlang.binary_to_term(head <> <<creation + 1::32>>)
+    assert node(stale) == node()
+    before = Tether.which_processes()
+
+    assert_raise ArgumentError, ~r/background_jobs/, fn ->
+      Tether.run(["true"], background_jobs: {:keep, stale})
+    end
+
+    assert Tether.which_processes() -- before == []
+  end
+
   test "stop/1 of an exited child stops the background jobs it keeps" do
     {os_pid, escapee} = start_escape(@escapes[:setsid], false, background_jobs: :keep)
     assert_receive {:DOWN, ^os_pid, :process, _, :normal}, 5000
