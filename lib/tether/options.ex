@@ -414,18 +414,6 @@ defmodule Tether.Options do
     %{spec | keep_background: true, background_owner: pid}
   end
 
-  # A pid of this node's current incarnation: one of an earlier incarnation (same name, another
-  # creation, e.g. from a term stored before a restart) has `node(pid) == node()` but is not
-  # local, and the NIF could not monitor it. The creation is the external format's last 4 bytes.
-  defp this_node?(pid) do
-    node(pid) == node() and creation(pid) == creation(self())
-  end
-
-  defp creation(pid) do
-    binary = :erlang.term_to_binary(pid)
-    binary_part(binary, byte_size(binary) - 4, 4)
-  end
-
   defp option!({:cgroup_limits, limits}, spec, _caller) when is_list(limits) do
     proper_list?(limits) or bad!(:cgroup_limits, limits, "a keyword list")
     %{spec | cgroup_limits: Enum.map(limits, &cgroup_limit!/1)}
@@ -527,6 +515,18 @@ defmodule Tether.Options do
   end
 
   # Resolves what depends on several options, and drops the intermediate keys.
+  # A pid of this node's current incarnation: one of an earlier incarnation (same name, another
+  # creation, e.g. from a term stored before a restart) has `node(pid) == node()` but is not
+  # local, and the NIF could not monitor it. The creation is the external format's last 4 bytes.
+  defp this_node?(pid) do
+    node(pid) == node() and creation(pid) == creation(self())
+  end
+
+  defp creation(pid) do
+    binary = :erlang.term_to_binary(pid)
+    binary_part(binary, byte_size(binary) - 4, 4)
+  end
+
   defp finish!(spec) do
     {spec.stdout, spec.stderr} != {:other, :other} or
       raise ArgumentError, "{:stdout, :stderr} and {:stderr, :stdout} cannot both be given"
