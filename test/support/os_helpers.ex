@@ -59,6 +59,10 @@ defmodule Tether.OsHelpers do
     end
   end
 
+  @doc "Capability sets that are all `mask`, as `capabilities/1` reads them."
+  def every_set(mask),
+    do: %{effective: mask, permitted: mask, inheritable: mask, ambient: mask, bounding: mask}
+
   @doc "The capabilities this VM holds and may pass on: permitted, within its bounding set."
   def held_capabilities do
     %{permitted: permitted, bounding: bounding} = capabilities("self")

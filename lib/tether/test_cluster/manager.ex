@@ -93,6 +93,7 @@ defmodule Tether.TestCluster.Manager do
   alias Tether.TestCluster.Node, as: ClusterNode
 
   @type name :: node
+  @type status :: :booting | :running | :restarting | :stopping | :failed
   @type info :: %{
           name: name,
           host: node,
@@ -101,7 +102,7 @@ defmodule Tether.TestCluster.Manager do
           hostname: String.t(),
           os_pid: Tether.os_pid() | nil,
           exec_pid: pid | nil,
-          status: :booting | :running | :restarting | :stopping | :failed,
+          status: status,
           restart_count: non_neg_integer
         }
 
@@ -121,7 +122,7 @@ defmodule Tether.TestCluster.Manager do
           hostname: String.t(),
           os_pid: Tether.os_pid() | nil,
           exec_pid: pid | nil,
-          status: :booting | :running | :restarting | :stopping | :failed,
+          status: status,
           restart_count: non_neg_integer,
           health: health | nil
         }
