@@ -131,12 +131,35 @@ defmodule Tether.OsHelpers do
   @doc """
   This VM's open descriptors, as `{fd, what it points to}`. Comparing two snapshots shows the
   descriptors opened in between (a count would also move when unrelated ones close).
+
+  The directories of the spare cgroups the cgroup janitor keeps ready are left out (they
+  change as spares are taken and made); `spare_cgroup_fds/0` counts them.
   """
   def open_fds do
+    for {fd, target} <- all_open_fds(), not spare_cgroup?(target), into: MapSet.new() do
+      {fd, target}
+    end
+  end
+
+  @doc "How many descriptors of this VM are open on directories of its cgroup tree."
+  def spare_cgroup_fds,
+    do: Enum.count(all_open_fds(), fn {_, target} -> spare_cgroup?(target) end)
+
+  defp all_open_fds do
     for fd <- File.ls!("/proc/self/fd"),
         {:ok, target} <- [:file.read_link(~c"/proc/self/fd/#{fd}")],
-        into: MapSet.new(),
         do: {fd, target}
+  end
+
+  defp spare_cgroup?(target) do
+    case Tether.Native.cgroups() do
+      {:ok, root} when is_binary(root) ->
+        dir = Path.dirname(List.to_string(target))
+        dir == root and File.dir?(List.to_string(target))
+
+      _ ->
+        false
+    end
   end
 
   @doc "Number of OS threads of this VM."

@@ -36,7 +36,7 @@ mod stdin;
 mod stop;
 mod token;
 
-use crate::cgroup::{self, Cgroup, Root};
+use crate::cgroup::{self, Fresh, Root};
 use crate::command::{Command, Group, StopAction, StopStep};
 use crate::guard::{self, Reach, Spare, Targets};
 use crate::registry::{Entry, KillError, NoProcess, Registry, Tag};

@@ -27,23 +27,28 @@ impl EventLoop {
             },
             _ => None,
         };
-        let cgroup = match self.child_cgroup(id, command) {
-            Ok(cgroup) => cgroup,
+        let fresh = match self.child_cgroup(command) {
+            Ok(fresh) => fresh,
             Err(error) => return listener.spawned(Err(error)),
         };
-        let procs = cgroup.as_ref().map(|c| c.procs.as_c_str());
+        let target = fresh.as_ref().map(|f| spawn::CgroupTarget {
+            procs: f.cgroup.procs.as_c_str(),
+            dir: f.dir.as_ref().map_or(-1, |d| d.as_raw_fd()),
+        });
         let spawned = catch_unwind(AssertUnwindSafe(|| {
             spawn::spawn_with(
                 command,
                 &mut self.stack,
                 self.dev_null.as_raw_fd(),
-                procs,
+                target,
                 Some(&mut self.spawner),
                 0,
             )
         }))
         .unwrap_or(Err(SpawnError::Internal));
         self.note_spawner();
+        // The directory served the clone; the child's cgroup is known by its path from now on.
+        let cgroup = fresh.map(|f| f.cgroup);
         let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(error) => {
@@ -118,18 +123,14 @@ impl EventLoop {
 
     /// A new cgroup for a child that is not detached, when cgroups are in use. Limits without
     /// cgroups (or without their controller) are refused, never ignored.
-    pub(super) fn child_cgroup(
-        &self,
-        id: u64,
-        command: &Command,
-    ) -> Result<Option<Cgroup>, SpawnError> {
+    pub(super) fn child_cgroup(&self, command: &Command) -> Result<Option<Fresh>, SpawnError> {
         let root = match (&self.cgroups, command.detach) {
             (Some(root), false) => root,
             _ if command.cgroup_limits.is_empty() => return Ok(None),
             _ => return Err(SpawnError::CgroupLimitsUnavailable),
         };
-        match root.child(id, &command.cgroup_limits) {
-            Ok(cgroup) => Ok(Some(cgroup)),
+        match root.child(&command.cgroup_limits) {
+            Ok(fresh) => Ok(Some(fresh)),
             Err(Errno::ENOTSUP) => Err(SpawnError::CgroupLimitsUnavailable),
             Err(errno) => Err(SpawnError::Os(errno)),
         }

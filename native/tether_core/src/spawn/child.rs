@@ -37,6 +37,10 @@ pub(super) struct ChildContext {
     pub(super) report: RawFd,
     /// A value to write to `/proc/self/oom_score_adj` (NUL-terminated), or null.
     pub(super) oom_score_adj: *const libc::c_char,
+    /// The signals whose disposition is not the default here (bit `n - 1` for signal `n`):
+    /// the ones the child resets. All of them from the VM (its handlers and ignores change at
+    /// run time); from the spawner, the few it set itself.
+    pub(super) reset_signals: u64,
     /// 0 until the child fails; then the errno of the failure. Memory the parent sees: ours
     /// (CLONE_VM), or the spawner's shared page.
     pub(super) error: *const AtomicI32,
@@ -74,7 +78,8 @@ pub(super) extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // Every signal back to its default (raw syscall: glibc refuses 32 and 33), empty mask.
         let default_action = [0u64; 4];
         for signal in 1..=crate::signal::MAX {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            let set = context.reset_signals & (1u64 << (signal - 1)) != 0;
+            if set && signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     signal,

@@ -96,17 +96,33 @@ impl ChildStack {
         let end = self.0.as_mut_ptr_range().end as usize;
         (end & !15) as *mut libc::c_void
     }
+
+    /// Its base and the size up to the aligned top, for `clone3`.
+    fn bounds(&mut self) -> (*mut u8, usize) {
+        let base = self.0.as_mut_ptr();
+        (base, self.top() as usize - base as usize)
+    }
+}
+
+/// The cgroup a child is born in: its directory, to clone the child into it
+/// (`CLONE_INTO_CGROUP`), and its `cgroup.procs`, for the child to join by writing to it where
+/// that cannot be done.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupTarget<'a> {
+    pub procs: &'a std::ffi::CStr,
+    /// The open directory, or -1.
+    pub dir: RawFd,
 }
 
 /// Starts `command`. `dev_null` is an open `/dev/null` for the streams that are not piped;
-/// `cgroup_procs`, the `cgroup.procs` file of the cgroup the child joins before `execve`.
+/// `cgroup`, the cgroup the child is born in.
 pub fn spawn(
     command: &Command,
     stack: &mut ChildStack,
     dev_null: RawFd,
-    cgroup_procs: Option<&std::ffi::CStr>,
+    cgroup: Option<CgroupTarget>,
 ) -> Result<Spawned, SpawnError> {
-    spawn_with(command, stack, dev_null, cgroup_procs, None, 0)
+    spawn_with(command, stack, dev_null, cgroup, None, 0)
 }
 
 /// [`spawn`] from this thread, with `extra_flags` added to the clone (`CLONE_FS` for the
@@ -115,10 +131,10 @@ pub(crate) fn spawn_direct(
     command: &Command,
     stack: &mut ChildStack,
     dev_null: RawFd,
-    cgroup_procs: Option<&std::ffi::CStr>,
+    cgroup: Option<CgroupTarget>,
     extra_flags: libc::c_int,
 ) -> Result<Spawned, SpawnError> {
-    spawn_with(command, stack, dev_null, cgroup_procs, None, extra_flags)
+    spawn_with(command, stack, dev_null, cgroup, None, extra_flags)
 }
 
 /// Something that clones children for us from another process: the spawner's client. A seam,
@@ -142,7 +158,7 @@ pub(crate) fn spawn_with(
     command: &Command,
     stack: &mut ChildStack,
     dev_null: RawFd,
-    cgroup_procs: Option<&std::ffi::CStr>,
+    cgroup: Option<CgroupTarget>,
     spawner: Option<&mut dyn Delegate>,
     extra_flags: libc::c_int,
 ) -> Result<Spawned, SpawnError> {
@@ -175,7 +191,7 @@ pub(crate) fn spawn_with(
                 command,
                 &prepared,
                 &stdio,
-                cgroup_procs,
+                cgroup,
                 group,
                 &rlimits,
                 user.as_ref(),
@@ -188,7 +204,7 @@ pub(crate) fn spawn_with(
         Some(done) => done,
         None => {
             let error = AtomicI32::new(0);
-            let context = ChildContext {
+            let mut context = ChildContext {
                 candidates: prepared.candidates.as_ptr(),
                 argv: prepared.argv.as_ptr(),
                 envp: prepared.envp.as_ptr(),
@@ -199,7 +215,7 @@ pub(crate) fn spawn_with(
                 stdio: stdio.targets,
                 files: stdio.files,
                 controlling_tty: stdio.controlling_tty,
-                cgroup_procs: cgroup_procs.map_or(std::ptr::null(), |p| p.as_ptr()),
+                cgroup_procs: cgroup.map_or(std::ptr::null(), |c| c.procs.as_ptr()),
                 group,
                 pdeathsig: !command.detach,
                 // SAFETY: getpid has no preconditions.
@@ -215,9 +231,11 @@ pub(crate) fn spawn_with(
                 capabilities: command.capabilities,
                 report: -1,
                 oom_score_adj: std::ptr::null(),
+                reset_signals: u64::MAX,
                 error: &error,
             };
-            let (pid, pidfd) = clone_child(&context, stack, DIRECT_FLAGS | extra_flags)?;
+            let dir = cgroup.map_or(-1, |c| c.dir);
+            let (pid, pidfd) = clone_child(&mut context, stack, DIRECT_FLAGS | extra_flags, dir)?;
             match error.load(Ordering::SeqCst) {
                 0 => (pid, Some(pidfd), 0),
                 errno => {
@@ -251,11 +269,14 @@ const DIRECT_FLAGS: libc::c_int =
     libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
 
 /// Clones the child with every signal blocked in this thread, so that no handler of ours runs on
-/// the child's stack before it has reset its dispositions.
+/// the child's stack before it has reset its dispositions. With `cgroup_dir` (not -1) the child
+/// is born in that cgroup where the kernel can do it (`clone3`); else it joins by writing to
+/// the context's `cgroup.procs`.
 fn clone_child(
-    context: &ChildContext,
+    context: &mut ChildContext,
     stack: &mut ChildStack,
     flags: libc::c_int,
+    cgroup_dir: RawFd,
 ) -> Result<(libc::pid_t, OwnedFd), SpawnError> {
     // SAFETY: sigset_t is plain data and is initialised by sigfillset before use.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -267,21 +288,41 @@ fn clone_child(
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
     let mut pidfd: libc::c_int = -1;
-
-    // SAFETY: `child_main` only makes async-signal-safe calls and reads `context`, which outlives
-    // the call: with CLONE_VFORK this thread is suspended until the child execs or exits. The
-    // stack is ours, unused by anyone else, and its top is 16-byte aligned. With CLONE_PIDFD the
-    // kernel writes the pidfd to the parent_tid argument.
-    let ret = unsafe {
-        libc::clone(
-            child_main,
-            stack.top(),
+    let procs = std::mem::replace(&mut context.cgroup_procs, std::ptr::null());
+    let (base, size) = stack.bounds();
+    // SAFETY: as for the clone below; the child has no cgroup.procs to write (it is born in
+    // the cgroup). A failed clone3 ran no child.
+    let born_inside = unsafe {
+        sys::clone3::clone_into_cgroup(
             flags,
-            context as *const ChildContext as *mut libc::c_void,
-            &mut pidfd as *mut libc::c_int,
+            cgroup_dir,
+            base,
+            size,
+            child_main,
+            context as *mut ChildContext as *mut libc::c_void,
         )
     };
-    let clone_errno = Errno::last();
+    context.cgroup_procs = procs;
+    let (ret, clone_errno) = match born_inside {
+        Ok((pid, fd)) => {
+            pidfd = fd;
+            (pid, Errno::UnknownErrno)
+        }
+        // SAFETY: `child_main` only makes async-signal-safe calls and reads `context`, which
+        // outlives the call: with CLONE_VFORK this thread is suspended until the child execs or
+        // exits. The stack is ours, unused by anyone else, and its top is 16-byte aligned. With
+        // CLONE_PIDFD the kernel writes the pidfd to the parent_tid argument.
+        Err(_) => unsafe {
+            let ret = libc::clone(
+                child_main,
+                stack.top(),
+                flags,
+                context as *mut ChildContext as *mut libc::c_void,
+                &mut pidfd as *mut libc::c_int,
+            );
+            (ret, Errno::last())
+        },
+    };
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
     if ret == -1 {

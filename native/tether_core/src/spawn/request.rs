@@ -12,7 +12,7 @@ pub(super) fn request_of(
     command: &Command,
     prepared: &Prepared,
     stdio: &Stdio,
-    cgroup_procs: Option<&std::ffi::CStr>,
+    cgroup: Option<CgroupTarget>,
     group: libc::pid_t,
     rlimits: &[(libc::__rlimit_resource_t, libc::rlimit)],
     user: Option<&User>,
@@ -64,7 +64,11 @@ pub(super) fn request_of(
         stdio: targets,
         files,
         controlling_tty,
-        cgroup_procs: cgroup_procs.map(|p| p.to_bytes().to_vec()),
+        cgroup_procs: cgroup.map(|c| c.procs.to_bytes().to_vec()),
+        cgroup_dir: match cgroup {
+            Some(c) if c.dir >= 0 => index(&mut fds, c.dir),
+            _ => -1,
+        },
         group,
         pdeathsig: !command.detach,
         // SAFETY: getpid has no preconditions.
@@ -185,7 +189,7 @@ pub(crate) fn clone_request(
         .oom_score_adj
         .filter(|&v| Some(v) != own.oom_score_adj)
         .and_then(|v| CString::new(v.to_string()).ok());
-    let context = ChildContext {
+    let mut context = ChildContext {
         candidates: candidates.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -216,6 +220,7 @@ pub(crate) fn clone_request(
             -1
         },
         oom_score_adj: oom.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        reset_signals: own.reset_signals,
         error: own.error,
     };
     // SAFETY: `own.error` points to the spawner's shared page, alive for its whole life.
@@ -227,7 +232,12 @@ pub(crate) fn clone_request(
     // program's. The errno comes back through the shared page.
     let flags =
         libc::CLONE_PARENT | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
-    match clone_child(&context, stack, flags) {
+    let cgroup_dir = if request.cgroup_dir >= 0 {
+        raw(request.cgroup_dir)
+    } else {
+        -1
+    };
+    match clone_child(&mut context, stack, flags, cgroup_dir) {
         Ok((pid, pidfd)) => (
             Response {
                 pid,

@@ -14,7 +14,7 @@ pub use crate::sys::MAX_FDS;
 /// The rlimits that are sent, `0..RLIMITS` (RLIMIT_CPU … RLIMIT_RTTIME).
 pub const RLIMITS: u32 = 16;
 
-pub(super) const MAGIC: u32 = 0x7e7e_0002;
+pub(super) const MAGIC: u32 = 0x7e7e_0003;
 
 /// A stdio target of a request: a descriptor (an index into the request's fds) or one of these.
 pub const TARGET_CLOSE: i32 = -1;
@@ -48,6 +48,8 @@ pub struct Request {
     /// Index of the pty slave to make the controlling terminal, or -1.
     pub controlling_tty: i32,
     pub cgroup_procs: Option<Vec<u8>>,
+    /// Index of the cgroup's directory, to clone the child into it, or -1.
+    pub cgroup_dir: i32,
     /// `setpgid(0, group)` unless negative.
     pub group: i32,
     pub pdeathsig: bool,
@@ -218,6 +220,7 @@ impl Request {
         }
         w.i32(self.controlling_tty);
         w.opt_bytes(&self.cgroup_procs);
+        w.i32(self.cgroup_dir);
         w.i32(self.group);
         w.u8(self.pdeathsig as u8);
         w.i32(self.parent_pid);
@@ -282,6 +285,7 @@ impl Request {
         }
         let controlling_tty = r.i32()?;
         let cgroup_procs = r.opt_cstr()?;
+        let cgroup_dir = r.i32()?;
         let group = r.i32()?;
         let pdeathsig = r.bool()?;
         let parent_pid = r.i32()?;
@@ -322,6 +326,7 @@ impl Request {
             files,
             controlling_tty,
             cgroup_procs,
+            cgroup_dir,
             group,
             pdeathsig,
             parent_pid,
@@ -361,6 +366,10 @@ impl Request {
         }
         if self.report != -1 && !index(self.report) {
             return Err(DecodeError::Invalid("report fd"));
+        }
+        // A directory without the file to fall back on would leave the child outside.
+        if self.cgroup_dir != -1 && (!index(self.cgroup_dir) || self.cgroup_procs.is_none()) {
+            return Err(DecodeError::Invalid("cgroup dir"));
         }
         if self.strings.last().is_some_and(|&b| b != 0) {
             return Err(DecodeError::Invalid("unterminated string"));
@@ -430,6 +439,9 @@ pub fn decode_report(bytes: &[u8]) -> Result<Report, DecodeError> {
 /// from the VM's.
 pub struct Own {
     pub oom_score_adj: Option<i32>,
+    /// Our signals whose disposition is not the default (bit `n - 1` for signal `n`): all a
+    /// child has to reset.
+    pub reset_signals: u64,
     /// Where a child stores the errno of a failure: a `MAP_SHARED` page, so that it is seen
     /// here although the child runs in a copy of our memory.
     pub error: *const std::sync::atomic::AtomicI32,
@@ -457,6 +469,7 @@ mod tests {
             ],
             controlling_tty: -1,
             cgroup_procs: Some(b"/sys/fs/cgroup/x/cgroup.procs".to_vec()),
+            cgroup_dir: 1,
             group: 0,
             pdeathsig: true,
             parent_pid: 1234,
@@ -483,6 +496,7 @@ mod tests {
             envc: 0,
             stdio: [TARGET_CLOSE; 3],
             controlling_tty: -1,
+            cgroup_dir: -1,
             report: -1,
             ..Request::default()
         };
@@ -528,6 +542,9 @@ mod tests {
         assert!(refused(|r| r.strings.insert(0, 0)));
         assert!(refused(|r| r.cwd = Some(b"a\0b".to_vec())));
         assert!(refused(|r| r.cgroup_procs = Some(b"\0".to_vec())));
+        assert!(refused(|r| r.cgroup_dir = 2));
+        assert!(refused(|r| r.cgroup_procs = None)); // a directory and nothing to fall back on
+        assert!(!refused(|r| r.cgroup_dir = -1));
         assert!(!refused(|r| r.controlling_tty = 0));
     }
 

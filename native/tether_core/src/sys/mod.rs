@@ -1,6 +1,7 @@
 //! Thin, checked wrappers over the few syscalls the rest of the crate needs. Every raw result
 //! goes through [`cvt`], so errors are `Errno` values and never ignored by accident.
 
+pub mod clone3;
 mod fd;
 mod pidfd;
 mod proc;

@@ -12,6 +12,16 @@
 //!
 //! Zombies do not count as members (`cgroup.events` says `populated 0` once every process has
 //! exited, reaped or not), and an empty cgroup is removed.
+//!
+//! Cgroups are made ahead and removed later by the [`janitor`] thread, off the spawn path; a
+//! child is cloned straight into its cgroup (`CLONE_INTO_CGROUP`) where the kernel can, which
+//! spares the migration that a write to `cgroup.procs` is.
+
+mod janitor;
+
+use crossbeam_channel::Sender;
+pub use janitor::{Janitor, SPARES};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use std::ffi::CString;
@@ -40,14 +50,59 @@ pub struct Root {
     pub path: PathBuf,
     /// Controllers enabled for the children (`memory`, `pids`, `cpu`…), for limits.
     pub controllers: Vec<String>,
+    /// Makes cgroups ahead and removes emptied ones (`None`: no thread, done here).
+    janitor: Option<Janitor>,
 }
 
 /// One child's cgroup.
 #[derive(Debug)]
 pub struct Cgroup {
     pub path: PathBuf,
-    /// `<path>/cgroup.procs`, for the child to write itself into before `execve`.
+    /// `<path>/cgroup.procs`, for the child to write itself into before `execve` (where it
+    /// cannot be cloned into the cgroup).
     pub procs: CString,
+    /// The janitor that removes it, when it was handed out by one.
+    removal: Option<Sender<PathBuf>>,
+    /// Whether the memory controller is enabled for it (`memory.peak` exists).
+    memory: bool,
+}
+
+/// A new, empty cgroup, with its directory open for `CLONE_INTO_CGROUP` (`None` where it
+/// could not be opened: the child then joins by writing to `cgroup.procs`).
+#[derive(Debug)]
+pub struct Fresh {
+    pub cgroup: Cgroup,
+    pub dir: Option<OwnedFd>,
+}
+
+/// Names child cgroups `c<n>`, unique in this VM whichever root they are made under (a root
+/// configured again is the same tree).
+static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
+
+/// Makes a new, empty cgroup below `root` and opens its directory.
+fn make(root: &Path) -> Result<Fresh, Errno> {
+    let path = root.join(format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)));
+    let procs = CString::new(path.join("cgroup.procs").as_os_str().as_bytes())
+        .map_err(|_| Errno::EINVAL)?;
+    let dir_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    std::fs::create_dir(&path).map_err(io_errno)?;
+    // SAFETY: a NUL-terminated path; the fd is owned just below.
+    let fd = unsafe {
+        libc::open(
+            dir_path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    Ok(Fresh {
+        cgroup: Cgroup {
+            path,
+            procs,
+            removal: None,
+            memory: false,
+        },
+        // SAFETY: a fresh descriptor owned by nobody else.
+        dir: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+    })
 }
 
 /// Usage of a cgroup's whole tree, read before it is removed.
@@ -139,29 +194,37 @@ impl Root {
             })
             .map(String::from)
             .collect();
-        Root { path, controllers }
+        let janitor = Janitor::start(path.clone());
+        Root {
+            path,
+            controllers,
+            janitor,
+        }
     }
 
-    /// A new, empty cgroup for child `id`, with `limits` applied. A limit whose controller is
-    /// not enabled here is refused with `ENOTSUP` (nothing is silently ignored).
-    pub fn child(&self, id: u64, limits: &Limits) -> Result<Cgroup, Errno> {
-        let path = self.path.join(format!("c{id}"));
-        std::fs::create_dir(&path).map_err(io_errno)?;
-        let procs = CString::new(path.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(|_| Errno::EINVAL)?;
-        let cgroup = Cgroup { path, procs };
+    /// A new, empty cgroup for a child (one made ahead when the janitor has one ready), with
+    /// `limits` applied. A limit whose controller is not enabled here is refused with
+    /// `ENOTSUP` (nothing is silently ignored).
+    pub fn child(&self, limits: &Limits) -> Result<Fresh, Errno> {
+        let janitor = self.janitor.as_ref();
+        let mut fresh = match janitor.and_then(Janitor::spare) {
+            Some(spare) => spare,
+            None => make(&self.path)?,
+        };
+        fresh.cgroup.removal = janitor.map(Janitor::removals);
+        fresh.cgroup.memory = self.controllers.iter().any(|c| c == "memory");
         for (file, value) in limits {
-            let target = cgroup.path.join(file);
+            let target = fresh.cgroup.path.join(file);
             if !target.exists() {
-                cgroup.remove();
+                fresh.cgroup.remove();
                 return Err(Errno::ENOTSUP);
             }
             if let Err(e) = std::fs::write(&target, value) {
-                cgroup.remove();
+                fresh.cgroup.remove();
                 return Err(io_errno(e));
             }
         }
-        Ok(cgroup)
+        Ok(fresh)
     }
 }
 
@@ -231,13 +294,24 @@ impl Cgroup {
                     .find_map(|l| l.strip_prefix("usage_usec "))
                     .and_then(|v| v.trim().parse().ok())
             }),
-            memory_peak: read("memory.peak").and_then(|s| s.trim().parse().ok()),
+            memory_peak: self
+                .memory
+                .then(|| read("memory.peak"))
+                .flatten()
+                .and_then(|s| s.trim().parse().ok()),
         }
     }
 
-    /// Removes it and the cgroups made below it (they must be empty of live processes).
+    /// Removes it and the cgroups made below it (they must be empty of live processes): by
+    /// its janitor, later, or here and now.
     pub fn remove(&self) {
-        remove_tree(&self.path);
+        let sent = self
+            .removal
+            .as_ref()
+            .is_some_and(|janitor| janitor.send(self.path.clone()).is_ok());
+        if !sent {
+            remove_tree(&self.path);
+        }
     }
 }
 

@@ -1,0 +1,150 @@
+//! The cgroup janitor: a thread that makes child cgroups ahead of need and removes the ones
+//! that emptied, so that neither `mkdir` nor `rmdir` in cgroupfs sits on a spawn's path.
+//!
+//! Why (measured, see docs/native-facts.md): each costs 50–100 µs of the event loop's thread,
+//! and a child's exit is followed at once by its owner's next spawn, which waited behind the
+//! `rmdir`. The janitor keeps [`SPARES`] empty cgroups ready (each with its directory open, for
+//! `CLONE_INTO_CGROUP`) and removes what it is sent, in its own time.
+//!
+//! Lifetime: it lives while its [`Janitor`] does (the reactor's cgroup root) or any cgroup it
+//! handed out can still be sent back for removal. When the root is let go, the spares nobody
+//! took are removed, then every removal still coming, and the thread ends.
+
+use super::{make, remove_tree, Fresh};
+use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Cgroups kept ready (and directories open): one in the janitor's hand, the rest offered. A
+/// burst of spawns faster than the janitor makes them takes the rest from the event loop's own
+/// `mkdir`, as before.
+pub const SPARES: usize = 4;
+
+/// After a failed `mkdir` (the tree is gone, a limit on descendants), the next try waits this
+/// long; spawns meanwhile make their own cgroup and get its error.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The reactor's side: take a spare, send a cgroup back for removal.
+pub struct Janitor {
+    spares: Receiver<Fresh>,
+    removals: Sender<PathBuf>,
+}
+
+impl std::fmt::Debug for Janitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Janitor")
+            .field("spares", &self.spares.len())
+            .finish()
+    }
+}
+
+impl Janitor {
+    /// Starts the janitor of the cgroups below `root`; `None` if no thread can be started
+    /// (cgroups are then made and removed on the caller's thread).
+    pub fn start(root: PathBuf) -> Option<Janitor> {
+        let (spare_sender, spares) = bounded(SPARES - 1);
+        let (removals, removal_receiver) = unbounded();
+        std::thread::Builder::new()
+            .name("tether-cgroups".into())
+            .spawn(move || run(&root, spare_sender, removal_receiver))
+            .ok()?;
+        Some(Janitor { spares, removals })
+    }
+
+    /// A cgroup made ahead, if one is ready.
+    pub fn spare(&self) -> Option<Fresh> {
+        self.spares.try_recv().ok()
+    }
+
+    /// Where a cgroup is sent to be removed once it is empty.
+    pub fn removals(&self) -> Sender<PathBuf> {
+        self.removals.clone()
+    }
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        for spare in self.spares.try_iter() {
+            let _ = self.removals.send(spare.cgroup.path.clone());
+        }
+    }
+}
+
+/// The thread: keeps one spare in hand and offers it while it serves removals. Each turn is
+/// fenced: a panic is logged and the thread goes on.
+fn run(root: &Path, spares: Sender<Fresh>, removals: Receiver<PathBuf>) {
+    let mut state = State {
+        ready: None,
+        taking: true,
+        retry_at: None,
+    };
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| state.turn(root, &spares, &removals))) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                eprintln!("tether: the cgroup janitor recovered from a panic");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+struct State {
+    /// The spare in hand, not yet taken.
+    ready: Option<Fresh>,
+    /// Whether the reactor still takes spares.
+    taking: bool,
+    /// No `mkdir` before this, after a failed one.
+    retry_at: Option<Instant>,
+}
+
+impl State {
+    /// One wait and what it brought; `false` once nothing is left to do.
+    fn turn(&mut self, root: &Path, spares: &Sender<Fresh>, removals: &Receiver<PathBuf>) -> bool {
+        let now = Instant::now();
+        if self.taking && self.ready.is_none() && self.retry_at.is_none_or(|at| now >= at) {
+            match make(root) {
+                Ok(fresh) => {
+                    self.ready = Some(fresh);
+                    self.retry_at = None;
+                }
+                Err(_) => self.retry_at = Some(now + RETRY),
+            }
+        }
+        let mut select = Select::new();
+        let removal = select.recv(removals);
+        let offer = self.ready.is_some().then(|| select.send(spares));
+        let operation = match self.retry_at.filter(|_| self.taking) {
+            Some(at) => match select.select_timeout(at.saturating_duration_since(now)) {
+                Ok(operation) => operation,
+                Err(_) => return true,
+            },
+            None => select.select(),
+        };
+        match operation.index() {
+            i if i == removal => match operation.recv(removals) {
+                Ok(path) => remove_tree(&path),
+                Err(_) => {
+                    // Nothing can be sent any more: the root and every cgroup are gone.
+                    if let Some(fresh) = self.ready.take() {
+                        remove_tree(&fresh.cgroup.path);
+                    }
+                    return false;
+                }
+            },
+            i if Some(i) == offer => {
+                let Some(fresh) = self.ready.take() else {
+                    return true;
+                };
+                if let Err(unsent) = operation.send(spares, fresh) {
+                    remove_tree(&unsent.into_inner().cgroup.path);
+                    self.taking = false;
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+}
