@@ -12,13 +12,16 @@
 //! `CLONE_PARENT | CLONE_VM | CLONE_VFORK | CLONE_PIDFD`, so their parent is the VM (the reactor
 //! reaps them, `PR_SET_PDEATHSIG` follows the reactor thread that started the spawner), and
 //! sends each child's pidfd back over a `SOCK_SEQPACKET` socket (`SCM_RIGHTS`). With `CLONE_VM`
-//! the child's peak RSS until `execve` is the spawner's, so the spawner keeps that small: before
-//! each request it drops its own text from its resident set (the request path faults back in
-//! what it runs, from the page cache) and resets its peak (`/proc/self/clear_refs`). Idle, it is
-//! then ~0.75 MB resident; `/bin/true` run through it reports its own ~1 MB (measured: 984–1,028
-//! KiB against `time -v`'s 968–1,032). Without the shedding a child showed the spawner's
-//! 1.2–1.3 MB; without `CLONE_VM` (a copy of the spawner's address space) each spawn cost
-//! ~100 µs more.
+//! the child's peak RSS until `execve` is the spawner's, so the spawner keeps that small: it
+//! drops its own text from its resident set whenever that set grew past what one request
+//! needs (the request path faults back in what it runs, from the page cache, once; dropping
+//! before every request cost each spawn 30–40 µs of faults), and it resets its peak
+//! (`/proc/self/clear_refs`) before each request. Idle, it is then ~0.75 MB resident;
+//! `/bin/true` run through it reports its own ~1 MB (measured: 984–1,028 KiB against
+//! `time -v`'s 968–1,032). Without the shedding a child showed the spawner's 1.2–1.3 MB;
+//! without `CLONE_VM` (a copy of the spawner's address space) each spawn cost ~100 µs more.
+//! Its children reset only the signals whose disposition the spawner changed (the terminal's,
+//! SIGPIPE, the runtime's handlers), not all 64: the rest are already the default.
 //! One request carries everything the child needs, prepared by the reactor as for a direct
 //! spawn (argv, the VM's environment, the exec candidates), the child's pipe ends and other
 //! descriptors as `SCM_RIGHTS`, and the VM's state at request time that the spawner does not

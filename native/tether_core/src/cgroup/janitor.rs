@@ -148,3 +148,71 @@ impl State {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup of our own to make children in, where cgroup2 is writable here.
+    fn scratch(name: &str) -> Option<PathBuf> {
+        let base = super::super::default_base().ok()?;
+        let dir = base.join(format!("tether-janitor-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(dir)
+    }
+
+    fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    fn children(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn makes_spares_removes_what_it_is_sent_and_cleans_up_when_dropped() {
+        let Some(dir) = scratch("pool") else {
+            return;
+        };
+        let janitor = Janitor::start(dir.clone()).expect("a thread");
+        // The pool fills up to SPARES (one in the janitor's hand) and no further.
+        assert!(wait_until(|| children(&dir) == SPARES));
+        let mut spare = None;
+        assert!(wait_until(|| {
+            spare = janitor.spare();
+            spare.is_some()
+        }));
+        let spare = spare.unwrap();
+        assert!(spare.cgroup.path.starts_with(&dir) && spare.cgroup.path.is_dir());
+        assert!(spare.dir.is_some());
+        // Taken: it is replaced.
+        assert!(wait_until(|| children(&dir) == SPARES + 1));
+        // Sent back: removed.
+        janitor.removals().send(spare.cgroup.path.clone()).unwrap();
+        assert!(wait_until(|| !spare.cgroup.path.exists()));
+        // Let go: every spare is removed, and a removal sent later still is.
+        let mut taken = None;
+        assert!(wait_until(|| {
+            taken = janitor.spare();
+            taken.is_some()
+        }));
+        let taken = taken.unwrap();
+        let removals = janitor.removals();
+        drop(janitor);
+        assert!(wait_until(|| children(&dir) == 1));
+        assert!(taken.cgroup.path.is_dir());
+        removals.send(taken.cgroup.path.clone()).unwrap();
+        drop(removals);
+        assert!(wait_until(|| children(&dir) == 0));
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
