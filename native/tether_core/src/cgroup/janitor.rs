@@ -45,9 +45,10 @@ impl Janitor {
     pub fn start(root: PathBuf) -> Option<Janitor> {
         let (spare_sender, spares) = bounded(SPARES - 1);
         let (removals, removal_receiver) = unbounded();
+        let unclaimed = spares.clone();
         std::thread::Builder::new()
             .name("tether-cgroups".into())
-            .spawn(move || run(&root, spare_sender, removal_receiver))
+            .spawn(move || run(&root, spare_sender, unclaimed, removal_receiver))
             .ok()?;
         Some(Janitor { spares, removals })
     }
@@ -64,23 +65,32 @@ impl Janitor {
 }
 
 impl Drop for Janitor {
+    /// Tells the thread to stop offering and to remove the spares nobody took. Done there, not
+    /// here: a spare it was handing over as we looked would be in the channel after our last
+    /// look, and dropped with it without its directory being removed.
     fn drop(&mut self) {
-        for spare in self.spares.try_iter() {
-            let _ = self.removals.send(spare.cgroup.path.clone());
-        }
+        let _ = self.removals.send(PathBuf::new());
     }
 }
 
 /// The thread: keeps one spare in hand and offers it while it serves removals. Each turn is
 /// fenced: a panic is logged and the thread goes on.
-fn run(root: &Path, spares: Sender<Fresh>, removals: Receiver<PathBuf>) {
+/// `unclaimed` is the reactor's end of `spares`, to take back what it did not take once it
+/// lets go (an empty path among the removals).
+fn run(
+    root: &Path,
+    spares: Sender<Fresh>,
+    unclaimed: Receiver<Fresh>,
+    removals: Receiver<PathBuf>,
+) {
     let mut state = State {
         ready: None,
         taking: true,
         retry_at: None,
     };
     loop {
-        match catch_unwind(AssertUnwindSafe(|| state.turn(root, &spares, &removals))) {
+        let turn = || state.turn(root, &spares, &unclaimed, &removals);
+        match catch_unwind(AssertUnwindSafe(turn)) {
             Ok(true) => {}
             Ok(false) => return,
             Err(_) => {
@@ -102,7 +112,13 @@ struct State {
 
 impl State {
     /// One wait and what it brought; `false` once nothing is left to do.
-    fn turn(&mut self, root: &Path, spares: &Sender<Fresh>, removals: &Receiver<PathBuf>) -> bool {
+    fn turn(
+        &mut self,
+        root: &Path,
+        spares: &Sender<Fresh>,
+        unclaimed: &Receiver<Fresh>,
+        removals: &Receiver<PathBuf>,
+    ) -> bool {
         let now = Instant::now();
         if self.taking && self.ready.is_none() && self.retry_at.is_none_or(|at| now >= at) {
             match make(root) {
@@ -125,6 +141,15 @@ impl State {
         };
         match operation.index() {
             i if i == removal => match operation.recv(removals) {
+                Ok(path) if path.as_os_str().is_empty() => {
+                    // The reactor let go: nothing is offered from now on, and what it did not
+                    // take (every spare sent is in the channel by now) is removed.
+                    self.taking = false;
+                    let left = self.ready.take().into_iter().chain(unclaimed.try_iter());
+                    for fresh in left {
+                        remove_tree(&fresh.cgroup.path);
+                    }
+                }
                 Ok(path) => remove_tree(&path),
                 Err(_) => {
                     // Nothing can be sent any more: the root and every cgroup are gone.
@@ -214,5 +239,27 @@ mod tests {
         drop(removals);
         assert!(wait_until(|| children(&dir) == 0));
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// Dropped while its thread hands over a spare, the janitor still removes every one
+    /// (a spare sent after the drop's last look used to stay, one directory per reconfiguration).
+    #[test]
+    fn no_spare_is_left_behind_by_a_drop() {
+        let Some(dir) = scratch("race") else {
+            return;
+        };
+        let mut leaked = 0;
+        for _ in 0..300 {
+            let janitor = Janitor::start(dir.clone()).expect("a thread");
+            assert!(wait_until(|| children(&dir) == SPARES));
+            drop(janitor);
+            if !wait_until(|| children(&dir) == 0) {
+                leaked += 1;
+                remove_tree(&dir);
+                std::fs::create_dir(&dir).unwrap();
+            }
+        }
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(leaked, 0, "spares left after a drop");
     }
 }
