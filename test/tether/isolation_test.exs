@@ -93,8 +93,9 @@ defmodule Tether.IsolationTest do
 
     {:error, :enoent} = Tether.run(["/nonexistent"], [:stdout, :stderr])
     assert MapSet.difference(open_fds(), fds) == MapSet.new()
-    # The spares' directories are a bounded pool, not a leak.
-    assert spare_cgroup_fds() <= 4
+    # The spares' directories are a bounded pool, not a leak (a janitor of a root configured
+    # again may still be letting go of its own).
+    assert wait_until(fn -> spare_cgroup_fds() <= 4 end)
   end
 
   test "no NIF call holds a scheduler for long" do
