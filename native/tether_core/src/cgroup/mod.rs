@@ -1,11 +1,12 @@
 //! cgroup v2 containment: a cgroup per child, so nothing it starts escapes — not a `setsid`
 //! daemon, not a double fork, not a process that changed its group.
 //!
-//! Layout: `<base>/tether-<vm os_pid>-<random>/c<child id>` (random: VMs in other pid
-//! namespaces may have the same os_pid, and a tree is never shared), where `<base>` is the VM's own cgroup in the
-//! cgroup2 hierarchy (found in `/proc/self/mountinfo` and `/proc/self/cgroup`) or a configured
-//! directory. The VM itself stays where it is. The child joins its cgroup between `clone` and
-//! `execve` (it writes `0` to `cgroup.procs`), so everything it starts is born inside.
+//! Layout: `<base>/tether-<vm os_pid>-<random>/c<n>` (random: VMs in other pid namespaces may
+//! have the same os_pid, and a tree is never shared; `n` counts the VM's child cgroups), where
+//! `<base>` is the VM's own cgroup in the cgroup2 hierarchy (found in `/proc/self/mountinfo` and
+//! `/proc/self/cgroup`) or a configured directory. The VM itself stays where it is. The child is
+//! in its cgroup before `execve` (cloned into it, or it writes `0` to `cgroup.procs` between
+//! `clone` and `execve`), so everything it starts is born inside.
 //! Stopping a child kills its whole cgroup (`cgroup.kill`, Linux ≥ 5.14; before that, every
 //! process listed in `cgroup.procs`, through a pidfd checked to be in the cgroup). When the VM
 //! dies, the watchdog kills that tree, which kills every child cgroup at once, and removes it.
