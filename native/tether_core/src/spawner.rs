@@ -381,7 +381,8 @@ fn receive_response(socket: RawFd) -> Result<Result<(Response, Option<OwnedFd>),
 /// response. Returns (to exit) when the reactor closes its end.
 pub fn serve(socket: RawFd) -> i32 {
     // The spawner is in the VM's process group: a terminal's ^C, ^\, ^Z or hangup is for the
-    // VM, not for it (it exits when the VM's end closes). Children reset every signal.
+    // VM, not for it (it exits when the VM's end closes). Children reset these, and every
+    // other signal whose disposition is not the default here (`non_default_signals`).
     for signal in [
         libc::SIGINT,
         libc::SIGQUIT,

@@ -75,7 +75,8 @@ pub(super) extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::_exit(127);
             }
         }
-        // Every signal back to its default (raw syscall: glibc refuses 32 and 33), empty mask.
+        // Every signal of `reset_signals` back to its default (raw syscall: glibc refuses 32
+        // and 33), empty mask.
         let default_action = [0u64; 4];
         for signal in 1..=crate::signal::MAX {
             let set = context.reset_signals & (1u64 << (signal - 1)) != 0;
