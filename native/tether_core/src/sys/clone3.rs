@@ -94,10 +94,12 @@ pub unsafe fn clone_into_cgroup(
 #[cfg(target_arch = "x86_64")]
 unsafe fn raw_clone3(args: &mut CloneArgs, main: ChildMain, arg: *mut libc::c_void) -> i64 {
     let ret: i64;
-    // SAFETY: the kernel switches the child to `args.stack + args.stack_size`; the child never
-    // comes back here (it calls `main`, then the exit system call). The parent sees an ordinary
-    // system call: rcx and r11 clobbered, the result in rax. r12 and r13 hold `arg` and `main`
-    // across it (the child gets a copy of the registers).
+    // SAFETY: the kernel switches the child to `args.stack + args.stack_size`, 16-byte aligned
+    // (the caller's contract), as the ABI wants rsp at a `call`; the child never comes back
+    // here (it calls `main`, then the exit system call), so what `main` clobbers is no matter.
+    // The parent sees an ordinary system call: rcx and r11 clobbered, the result in rax, every
+    // other register kept. r12 and r13 hold `arg` and `main` across it (the child gets a copy
+    // of the registers).
     unsafe {
         std::arch::asm!(
             "syscall",
