@@ -21,7 +21,7 @@
 mod janitor;
 
 use crossbeam_channel::Sender;
-pub use janitor::{Janitor, SPARES};
+use janitor::Janitor;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
