@@ -136,30 +136,30 @@ defmodule Tether.OsHelpers do
   change as spares are taken and made); `spare_cgroup_fds/0` counts them.
   """
   def open_fds do
-    for {fd, target} <- all_open_fds(), not spare_cgroup?(target), into: MapSet.new() do
-      {fd, target}
-    end
+    {_spares, others} = split_open_fds()
+    MapSet.new(others)
   end
 
   @doc "How many descriptors of this VM are open on directories of its cgroup tree."
-  def spare_cgroup_fds,
-    do: Enum.count(all_open_fds(), fn {_, target} -> spare_cgroup?(target) end)
+  def spare_cgroup_fds, do: split_open_fds() |> elem(0) |> length()
 
-  defp all_open_fds do
+  # This VM's open descriptors, split into those on a directory right below its cgroup root
+  # (the spares') and the others.
+  defp split_open_fds do
+    root =
+      case Tether.Native.cgroups() do
+        {:ok, root} when is_binary(root) -> root
+        _ -> nil
+      end
+
     for fd <- File.ls!("/proc/self/fd"),
-        {:ok, target} <- [:file.read_link(~c"/proc/self/fd/#{fd}")],
-        do: {fd, target}
-  end
-
-  defp spare_cgroup?(target) do
-    case Tether.Native.cgroups() do
-      {:ok, root} when is_binary(root) ->
-        dir = Path.dirname(List.to_string(target))
-        dir == root and File.dir?(List.to_string(target))
-
-      _ ->
-        false
+        {:ok, target} <- [:file.read_link(~c"/proc/self/fd/#{fd}")] do
+      {fd, target}
     end
+    |> Enum.split_with(fn {_, target} ->
+      path = List.to_string(target)
+      root != nil and Path.dirname(path) == root and File.dir?(path)
+    end)
   end
 
   @doc "Number of OS threads of this VM."

@@ -163,9 +163,10 @@ impl State {
                 let Some(fresh) = self.ready.take() else {
                     return true;
                 };
+                // It cannot fail (we hold a receiver, `unclaimed`); if it did, the spare's
+                // directory would still be removed, never dropped with it.
                 if let Err(unsent) = operation.send(spares, fresh) {
                     remove_tree(&unsent.into_inner().cgroup.path);
-                    self.taking = false;
                 }
             }
             _ => {}

@@ -232,12 +232,8 @@ pub(crate) fn clone_request(
     // program's. The errno comes back through the shared page.
     let flags =
         libc::CLONE_PARENT | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
-    let cgroup_dir = if request.cgroup_dir >= 0 {
-        raw(request.cgroup_dir)
-    } else {
-        -1
-    };
-    match clone_child(&mut context, stack, flags, cgroup_dir) {
+    // `raw(-1)` is -1: no directory, the child joins by writing to `cgroup.procs`.
+    match clone_child(&mut context, stack, flags, raw(request.cgroup_dir)) {
         Ok((pid, pidfd)) => (
             Response {
                 pid,
